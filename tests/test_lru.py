@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import triton_kernels.lru as lru
-from triton_kernels.lru import LRUParams, LRUTraces, lru_grads, lru_init_params, lru_init_readout, lru_step, lru_zero_carry
+from triton_kernels.lru import (LRUParams, LRUTraces, lru_grads, lru_init_params, lru_init_readout, lru_step,
+                                lru_zero_carry)
 
 F64 = torch.float64
 B, N, D, H = 3, 5, 4, 2

@@ -120,9 +120,10 @@ def _lru_step_kernel(nu_log_ptr, theta_log_ptr, gamma_log_ptr, B_re_ptr, B_im_pt
     rmask, cmask = rows < n, cols < D
     tile = rows[:, None] * D + cols[None, :]
     tmask = rmask[:, None] & cmask[None, :]
-    # episode start: previous state and traces of this sample read as zeros (masked loads)
-    keep = tl.load(reset_ptr + b) == 0
-    rkeep, tkeep = rmask & keep, tmask & keep
+    # episode start: previous state and traces of this sample are read as zeros (all-false load masks)
+    n_prev = tl.where(tl.load(reset_ptr + b) != 0, 0, n)
+    rkeep = rows < n_prev
+    tkeep = rkeep[:, None] & cmask[None, :]
     # lambda = exp(-exp(nu_log) + i*exp(theta_log)), gamma = exp(gamma_log)
     r = tl.exp(-tl.exp(tl.load(nu_log_ptr + rows, mask=rmask, other=0.0)))
     theta = tl.exp(tl.load(theta_log_ptr + rows, mask=rmask, other=0.0))
