@@ -1,0 +1,199 @@
+"""RTU: exact RTRL == BPTT (float64), Triton kernel == PyTorch reference (float32, interpreter), dispatch."""
+import math
+
+import pytest
+import torch
+
+import triton_kernels.rtu as rtu
+from triton_kernels.rtu import RTUParams, RTUTraces, rtu_grads, rtu_init_params, rtu_step, rtu_zero_carry
+
+ACTS = ["linear", "relu", "tanh"]
+F64 = torch.float64
+
+
+def rel_err(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def random_params(n, D, seed, dtype=F64):
+    """Init, then perturbed: random decays and frequencies, O(1) weights."""
+    gen = torch.Generator().manual_seed(seed)
+    p = rtu_init_params(n, D, r_min=0.5, r_max=0.95, generator=gen, dtype=dtype)
+    noise = lambda shape, s: s * torch.randn(shape, generator=gen, dtype=dtype)
+    return RTUParams(p.nu_log + noise(n, 0.3), p.theta_log + noise(n, 0.3),
+                     p.W1 + noise((n, D), 0.5), p.W2 + noise((n, D), 0.5))
+
+
+def make_sequence(T, B, n, D, seed):
+    gen = torch.Generator().manual_seed(seed)
+    xs = torch.randn(T, B, D, generator=gen, dtype=F64)
+    readout = torch.randn(T, B, 2, n, generator=gen, dtype=F64)
+    resets = torch.zeros(T, B, dtype=torch.bool)
+    resets[0] = True
+    resets[4, 1] = resets[5, 0] = resets[9, 0] = resets[9, 2] = True
+    return xs, resets, readout
+
+
+def output(state, activation):
+    """What the loss sees: the non-linear RTU outputs its state; the linear RTU outputs f(c), here tanh."""
+    return torch.tanh(state) if activation == "linear" else state
+
+
+# ---------------- independent BPTT reference (plain autograd unroll, real/imag pairs) ----------------
+def bptt_step(p, x, prev, reset, activation):
+    nu, theta = p[0].exp(), p[1].exp()
+    r = torch.exp(-nu)
+    g, phi, gamma = r * torch.cos(theta), r * torch.sin(theta), torch.sqrt(1 - r**2)
+    prev = prev * (1 - reset.to(x.dtype))[:, None, None]
+    a1, a2 = prev[:, 0], prev[:, 1]
+    c1 = g * a1 - phi * a2 + gamma * (x @ p[2].T)
+    c2 = g * a2 + phi * a1 + gamma * (x @ p[3].T)
+    new = torch.stack((c1, c2), dim=1)
+    return {"linear": new, "relu": torch.relu(new), "tanh": torch.tanh(new)}[activation]
+
+
+def bptt_grads(params, xs, resets, readout, activation):
+    p = [t.clone().requires_grad_() for t in params]
+    state = torch.zeros(xs.shape[1], 2, params.nu_log.shape[0], dtype=F64)
+    loss = 0
+    for t in range(len(xs)):
+        state = bptt_step(p, xs[t], state, resets[t], activation)
+        loss = loss + (readout[t] * output(state, activation)).sum()
+    return RTUParams(*torch.autograd.grad(loss, p))
+
+
+# ---------------- RTRL with the module under test ----------------
+def rtrl_segment(params, xs, resets, readout, activation, carry, check_grad_x=True):
+    """Run one segment from `carry`; return the summed parameter gradients and the carry at its end."""
+    state, traces = carry
+    total = [torch.zeros_like(t) for t in params]
+    for t in range(len(xs)):
+        prev = state
+        state, traces = rtu_step(params, xs[t], state, traces, resets[t], activation, backend="torch")
+        s = state.detach().requires_grad_()
+        (delta,) = torch.autograd.grad((readout[t] * output(s, activation)).sum(), s)
+        grad_x, grads = rtu_grads(params, xs[t], state, traces, delta, activation)
+        total = [a + b for a, b in zip(total, grads)]
+        if check_grad_x:  # one-step gradient w.r.t. x_t, previous state a constant
+            x = xs[t].clone().requires_grad_()
+            out = output(bptt_step(params, x, prev.detach(), resets[t], activation), activation)
+            (ref,) = torch.autograd.grad((readout[t] * out).sum(), x)
+            assert rel_err(grad_x, ref) < 1e-8
+    return RTUParams(*total), (state, traces)
+
+
+def assert_grads_close(got, ref, tol=1e-8):
+    for name, a, b in zip(RTUParams._fields, got, ref):
+        assert b.abs().max() > 1e-3, f"{name}: reference gradient is ~0, the test would be vacuous"
+        assert rel_err(a, b) < tol, f"{name}: rel err {rel_err(a, b):.2e}"
+
+
+@pytest.mark.parametrize("activation", ACTS)
+def test_rtrl_equals_bptt(activation):
+    T, B, n, D = 12, 3, 5, 4
+    params = random_params(n, D, seed=1)
+    xs, resets, readout = make_sequence(T, B, n, D, seed=2)
+    got, _ = rtrl_segment(params, xs, resets, readout, activation, rtu_zero_carry(B, n, D, dtype=F64))
+    assert_grads_close(got, bptt_grads(params, xs, resets, readout, activation))
+
+
+@pytest.mark.parametrize("activation", ACTS)
+def test_rtrl_segments_equal_bptt_over_concatenation(activation):
+    B, n, D = 3, 5, 4
+    params = random_params(n, D, seed=3)
+    xs, resets, readout = make_sequence(16, B, n, D, seed=4)  # resets at t=5 = first step of segment 2
+    carry, total = rtu_zero_carry(B, n, D, dtype=F64), [0, 0, 0, 0]
+    for lo, hi in [(0, 5), (5, 12), (12, 16)]:
+        grads, carry = rtrl_segment(params, xs[lo:hi], resets[lo:hi], readout[lo:hi], activation, carry, False)
+        carry = (carry[0].clone(), RTUTraces(*(t.clone() for t in carry[1])))  # as if stored in a buffer
+        total = [a + b for a, b in zip(total, grads)]
+    assert_grads_close(total, bptt_grads(params, xs, resets, readout, activation))
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu"])
+def test_official_theta_bug_is_detected(activation, monkeypatch):
+    """The official code drops the factor theta in d/dtheta_log: its gradient is the true one / theta."""
+    T, B, n, D = 12, 3, 5, 4
+    params = random_params(n, D, seed=5)
+    xs, resets, readout = make_sequence(T, B, n, D, seed=6)
+    ref = bptt_grads(params, xs, resets, readout, activation)
+    exact = rtu.rtu_coefficients
+
+    def buggy(p):
+        *c, dg_th, dphi_th = exact(p)
+        theta = p.theta_log.exp()
+        return (*c, dg_th / theta, dphi_th / theta)
+
+    monkeypatch.setattr(rtu, "rtu_coefficients", buggy)
+    got, _ = rtrl_segment(params, xs, resets, readout, activation, rtu_zero_carry(B, n, D, dtype=F64), False)
+    theta = params.theta_log.exp()
+    assert rel_err(got.theta_log, ref.theta_log / theta) < 1e-8  # the bug is exactly "/ theta"
+    assert rel_err(got.theta_log, ref.theta_log) > 1e-2  # and the RTRL == BPTT test would catch it
+    assert rel_err(got.nu_log, ref.nu_log) < 1e-8
+
+
+def test_init_params():
+    n, D = 2000, 16
+    p = rtu_init_params(n, D, r_min=0.4, r_max=0.9, generator=torch.Generator().manual_seed(0))
+    r, theta = torch.exp(-p.nu_log.exp()), p.theta_log.exp()
+    assert p.W1.shape == p.W2.shape == (n, D) and p.nu_log.dtype == torch.float32
+    assert 0.4 - 1e-6 <= r.min() and r.max() <= 0.9 + 1e-6
+    assert abs((r**2).mean().item() - (0.4**2 + 0.9**2) / 2) < 0.02  # r^2 uniform: uniform on the ring
+    assert 0 < theta.min() and theta.max() <= 2 * math.pi + 1e-5
+    assert abs(p.W1.var().item() * D - 1) < 0.05
+    coeffs = rtu.rtu_coefficients(rtu_init_params(n, D, generator=torch.Generator().manual_seed(1)))
+    assert all(torch.isfinite(c).all() for c in coeffs)  # r_min = 0, r_max = 1 extremes stay finite
+
+
+# ---------------- Triton kernel == reference ----------------
+def random_step_inputs(B, n, D, dtype, seed):
+    gen = torch.Generator().manual_seed(seed)
+    rnd = lambda *s: torch.randn(*s, generator=gen, dtype=dtype)
+    params = random_params(n, D, seed, dtype)
+    traces = RTUTraces(rnd(B, 2, n), rnd(B, 2, n), rnd(B, 2, n, D), rnd(B, 2, n, D))
+    reset = torch.tensor([True, False, True])[:B] if B == 3 else torch.tensor([False, True])
+    return params, rnd(B, D), rnd(B, 2, n), traces, reset
+
+
+@pytest.mark.parametrize("activation", ACTS)
+@pytest.mark.parametrize("B,n,D,dtype", [(3, 37, 19, torch.float32), (2, 192, 64, torch.float32),
+                                         (3, 5, 3, torch.float64)])
+def test_triton_matches_reference(B, n, D, dtype, activation):
+    params, x, state, traces, reset = random_step_inputs(B, n, D, dtype, seed=n + D)
+    if dtype == torch.float64:
+        reset = reset.to(dtype)  # float resets are accepted too
+    inputs = [t.clone() for t in (*params, x, state, *traces, reset)]
+    ref_state, ref_traces = rtu_step(params, x, state, traces, reset, activation, backend="torch")
+    got_state, got_traces = rtu_step(params, x, state, traces, reset, activation, backend="triton")
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for name, a, b in zip(("state", *RTUTraces._fields), (got_state, *got_traces), (ref_state, *ref_traces)):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert rel_err(a, b) < tol, f"{name}: rel err {rel_err(a, b):.2e}"
+    # reset samples start from a zero carry, so E1_W2 = g*0 - phi*0 stays exactly 0 there
+    assert (got_traces.W2[reset.bool(), 0] == 0).all() and (ref_traces.W2[reset.bool(), 0] == 0).all()
+    assert (ref_traces.W2[~reset.bool(), 0] != 0).any()
+    for before, after in zip(inputs, (*params, x, state, *traces, reset)):
+        assert torch.equal(before, after)  # inputs not modified in place
+
+
+# ---------------- dispatch ----------------
+class CountingKernel:
+    def __init__(self, kernel):
+        self.kernel, self.launches = kernel, 0
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.launches += 1
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
+@pytest.mark.parametrize("backend,expected", [("triton", 1), ("torch", 0), ("auto", 0)])
+def test_dispatch(backend, expected, monkeypatch):
+    counter = CountingKernel(rtu._rtu_step_kernel)
+    monkeypatch.setattr(rtu, "_rtu_step_kernel", counter)
+    params, x, state, traces, reset = random_step_inputs(3, 7, 5, torch.float32, seed=0)
+    new_state, _ = rtu_step(params, x, state, traces, reset, "relu", backend=backend)
+    assert counter.launches == expected
+    ref_state, _ = rtu_step(params, x, state, traces, reset, "relu", backend="torch")
+    assert rel_err(new_state, ref_state) < 1e-5

@@ -1,0 +1,249 @@
+"""RTU (Recurrent Trace Unit) step with exact RTRL traces (SPEC 2.1): PyTorch reference + fused Triton kernel.
+
+API
+---
+RTUParams(nu_log (n,), theta_log (n,), W1 (n, D), W2 (n, D))       recurrent parameters, no bias.
+RTUTraces(nu (B,2,n), theta (B,2,n), W1 (B,2,n,D), W2 (B,2,n,D))   d(state)/d(param) per sample;
+    index 0 of dim 1 = "1" (real part), index 1 = "2" (imaginary part).
+
+rtu_init_params(n, D, r_min=0.0, r_max=1.0, generator=None, dtype=float32) -> RTUParams
+    r = sqrt(u), u ~ U(r_min^2, r_max^2); theta ~ U(0, 2 pi); W1, W2 ~ N(0, 1/D) (LeCun normal).
+rtu_zero_carry(B, n, D, dtype=float32, device="cpu") -> (state (B,2,n), RTUTraces), all zeros.
+rtu_coefficients(params) -> (r, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th), each (n,);
+    dg, dphi, dgamma are derivatives w.r.t. nu_log, dg_th, dphi_th w.r.t. theta_log (with the factor theta).
+rtu_step(params, x, state, traces, reset, activation="relu", backend="auto") -> (new_state, new_traces)
+    x (B,D); state (B,2,n) = previous [h1, h2] (activation "relu"/"tanh": non-linear RTU) or [c1, c2]
+    (activation "linear": linear RTU, the caller applies the output non-linearity itself).
+    reset (B,) bool/float: where true, the previous state and traces of that sample are zeroed before the step.
+    Returns the new state and the new traces (including step t). Inputs are never modified.
+    backend: "torch" (reference), "triton" (fused kernel), "auto" (Triton on CUDA, reference on CPU).
+rtu_grads(params, x, new_state, new_traces, delta, activation="relu") -> (grad_x (B,D), RTUParams)
+    delta (B,2,n) = dL/d(new_state) through this step's output only. Parameter gradients are summed over the
+    batch: grad(p) = sum_b delta1*e1_p + delta2*e2_p. grad_x is the one-step gradient (previous state constant):
+    gamma * [(delta1*f'1) @ W1 + (delta2*f'2) @ W2], with f' read off new_state.
+
+Numerics (deviation from the official code): gamma = sqrt(max(1 - r^2, 1e-30)) with 1 - r^2 computed as
+-expm1(-2 nu), no "+1e-8". In float32 r = exp(-nu) rounds to 1 for nu < 6e-8, where the naive 1 - r^2 would give
+gamma = 0 and an infinite dgamma; expm1 keeps gamma exact, so dgamma = nu r^2 / gamma is its true derivative.
+The clamp only acts if nu underflows to 0.
+"""
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from triton_kernels._common import next_pow2, use_triton
+
+ACTIVATIONS = {"linear": 0, "relu": 1, "tanh": 2}
+_MIN_1MR2 = 1e-30  # floor on 1 - r^2 (only reached if nu = exp(nu_log) underflows)
+
+
+class RTUParams(NamedTuple):
+    nu_log: Tensor  # (n,)
+    theta_log: Tensor  # (n,)
+    W1: Tensor  # (n, D)
+    W2: Tensor  # (n, D)
+
+
+class RTUTraces(NamedTuple):
+    nu: Tensor  # (B, 2, n)
+    theta: Tensor  # (B, 2, n)
+    W1: Tensor  # (B, 2, n, D)
+    W2: Tensor  # (B, 2, n, D)
+
+
+def rtu_init_params(n, D, r_min=0.0, r_max=1.0, generator=None, dtype=torch.float32) -> RTUParams:
+    f64 = dict(generator=generator, dtype=torch.float64)
+    u = r_min**2 + (r_max**2 - r_min**2) * torch.rand(n, **f64)  # SPEC 2.1: r uniform on the disk, r = sqrt(u)
+    r = u.clamp(1e-12, 1 - 1e-12).sqrt()  # keep log(0) and log(-log 1) finite
+    nu_log = torch.log(-torch.log(r))  # r = exp(-exp(nu_log))
+    theta_log = torch.log((2 * torch.pi * torch.rand(n, **f64)).clamp_min(1e-12))  # theta ~ U(0, 2 pi)
+    W1, W2 = (torch.randn(n, D, **f64) / D**0.5 for _ in range(2))  # LeCun normal: var 1/D
+    return RTUParams(*(p.to(dtype) for p in (nu_log, theta_log, W1, W2)))
+
+
+def rtu_zero_carry(B, n, D, dtype=torch.float32, device="cpu"):
+    z = dict(dtype=dtype, device=device)
+    traces = RTUTraces(torch.zeros(B, 2, n, **z), torch.zeros(B, 2, n, **z),
+                       torch.zeros(B, 2, n, D, **z), torch.zeros(B, 2, n, D, **z))
+    return torch.zeros(B, 2, n, **z), traces
+
+
+def rtu_coefficients(params: RTUParams):
+    nu, theta = params.nu_log.exp(), params.theta_log.exp()
+    r = torch.exp(-nu)  # r = exp(-exp(nu_log))
+    g, phi = r * torch.cos(theta), r * torch.sin(theta)  # g = r cos(theta), phi = r sin(theta)
+    gamma = torch.sqrt(torch.clamp(-torch.expm1(-2 * nu), min=_MIN_1MR2))  # gamma = sqrt(1 - r^2)
+    dg, dphi, dgamma = -nu * g, -nu * phi, nu * r**2 / gamma  # d/dnu_log
+    dg_th, dphi_th = -phi * theta, g * theta  # d/dtheta_log (the official code drops the factor theta)
+    return r, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th
+
+
+def _rot(a, c, s):
+    """(a1, a2) -> (c*a1 - s*a2, c*a2 + s*a1) along dim 1: the rotation-scaling shared by every RTU update."""
+    a1, a2 = a[:, 0], a[:, 1]
+    return torch.stack((c * a1 - s * a2, c * a2 + s * a1), dim=1)
+
+
+def _act_and_grad(pre, activation):
+    """f(pre) and f'(pre)."""
+    if activation == "relu":
+        return pre.clamp_min(0), (pre > 0).to(pre.dtype)
+    h = torch.tanh(pre)
+    return h, 1 - h * h
+
+
+def _rtu_step_torch(params: RTUParams, x, state, traces: RTUTraces, reset, activation):
+    _, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th = rtu_coefficients(params)
+    keep = 1 - reset.to(x.dtype)  # SPEC 2: zero state and traces at an episode start
+    prev = state * keep[:, None, None]  # [h1, h2]_{t-1} (or [c1, c2]_{t-1})
+    e_nu, e_th = traces.nu * keep[:, None, None], traces.theta * keep[:, None, None]
+    E_W1, E_W2 = traces.W1 * keep[:, None, None, None], traces.W2 * keep[:, None, None, None]
+    wx = torch.stack((x @ params.W1.T, x @ params.W2.T), dim=1)  # [W1 x_t, W2 x_t]  (B,2,n)
+    gx = gamma[:, None] * x[:, None, :]  # gamma * x_t broadcast over units  (B,n,D)
+    zero = torch.zeros_like(gx)
+    # pre1 = g*prev1 - phi*prev2 + gamma*W1x;  pre2 = g*prev2 + phi*prev1 + gamma*W2x
+    pre = _rot(prev, g, phi) + gamma * wx
+    # e1_nu <- dg*prev1 + g*e1_nu - dphi*prev2 - phi*e2_nu + dgamma*W1x
+    # e2_nu <- dg*prev2 + g*e2_nu + dphi*prev1 + phi*e1_nu + dgamma*W2x
+    e_nu = _rot(prev, dg, dphi) + _rot(e_nu, g, phi) + dgamma * wx
+    # e_th: same form with the theta derivatives and no gamma term
+    e_th = _rot(prev, dg_th, dphi_th) + _rot(e_th, g, phi)
+    # E1_W1 <- g*E1_W1 - phi*E2_W1 + gamma*x;  E2_W1 <- g*E2_W1 + phi*E1_W1
+    E_W1 = _rot(E_W1, g[:, None], phi[:, None]) + torch.stack((gx, zero), dim=1)
+    # E1_W2 <- g*E1_W2 - phi*E2_W2;  E2_W2 <- g*E2_W2 + phi*E1_W2 + gamma*x
+    E_W2 = _rot(E_W2, g[:, None], phi[:, None]) + torch.stack((zero, gx), dim=1)
+    if activation == "linear":
+        return pre, RTUTraces(e_nu, e_th, E_W1, E_W2)
+    # non-linear RTU: h = f(pre); "1" traces times f'(pre1), "2" traces times f'(pre2)
+    h, fp = _act_and_grad(pre, activation)
+    return h, RTUTraces(e_nu * fp, e_th * fp, E_W1 * fp[..., None], E_W2 * fp[..., None])
+
+
+@triton.jit
+def _expm1_neg(x):
+    """exp(x) - 1 for x <= 0, accurate near 0 (Kahan's trick; libdevice.expm1 is unavailable in the interpreter)."""
+    u = tl.exp(x)
+    exact = (u == 1.0) | (u == 0.0)  # there the result is x, resp. -1
+    u_safe = tl.where(exact, 0.5, u)
+    return tl.where(u == 1.0, x, tl.where(u == 0.0, -1.0, (u_safe - 1.0) * x / tl.log(u_safe)))
+
+
+@triton.jit
+def _rtu_step_kernel(nu_log_ptr, theta_log_ptr, w1_ptr, w2_ptr, x_ptr, reset_ptr,
+                     state_ptr, e_nu_ptr, e_th_ptr, e_w1_ptr, e_w2_ptr,  # previous carry
+                     out_state_ptr, out_nu_ptr, out_th_ptr, out_w1_ptr, out_w2_ptr,  # new carry
+                     n, D, MIN_1MR2: tl.constexpr, ACTIVATION: tl.constexpr,
+                     BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    b = tl.program_id(0).to(tl.int64)  # one sample per program along axis 0, a block of units along axis 1
+    offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_n = offs_n < n
+    mask_nd = mask_n[:, None] & (offs_d[None, :] < D)
+    offs_nd = offs_n[:, None] * D + offs_d[None, :]
+
+    # coefficients, SPEC 2.1 (same formulas as rtu_coefficients)
+    nu = tl.exp(tl.load(nu_log_ptr + offs_n, mask=mask_n, other=0.0))
+    theta = tl.exp(tl.load(theta_log_ptr + offs_n, mask=mask_n, other=0.0))
+    r = tl.exp(-nu)
+    g, phi = r * tl.cos(theta), r * tl.sin(theta)
+    gamma = tl.sqrt(tl.maximum(-_expm1_neg(-2.0 * nu), MIN_1MR2))
+    dg, dphi, dgamma = -nu * g, -nu * phi, nu * r * r / gamma
+    dg_th, dphi_th = -phi * theta, g * theta
+
+    # W1 x_t, W2 x_t as row reductions of the [BLOCK_N, BLOCK_D] weight tiles
+    x = tl.load(x_ptr + b * D + offs_d, mask=offs_d < D, other=0.0)
+    wx1 = tl.sum(tl.load(w1_ptr + offs_nd, mask=mask_nd, other=0.0) * x[None, :], axis=1)
+    wx2 = tl.sum(tl.load(w2_ptr + offs_nd, mask=mask_nd, other=0.0) * x[None, :], axis=1)
+
+    # previous carry, zeroed where an episode starts
+    keep = 1.0 - tl.load(reset_ptr + b)
+    vec1 = b * 2 * n + offs_n  # (B,2,n) offsets of part "1"; part "2" is + n
+    mat1 = b * 2 * n * D + offs_nd  # (B,2,n,D) offsets of part "1"; part "2" is + n*D
+    p1 = tl.load(state_ptr + vec1, mask=mask_n, other=0.0) * keep
+    p2 = tl.load(state_ptr + vec1 + n, mask=mask_n, other=0.0) * keep
+    a1 = tl.load(e_nu_ptr + vec1, mask=mask_n, other=0.0) * keep
+    a2 = tl.load(e_nu_ptr + vec1 + n, mask=mask_n, other=0.0) * keep
+    t1 = tl.load(e_th_ptr + vec1, mask=mask_n, other=0.0) * keep
+    t2 = tl.load(e_th_ptr + vec1 + n, mask=mask_n, other=0.0) * keep
+    U1 = tl.load(e_w1_ptr + mat1, mask=mask_nd, other=0.0) * keep
+    U2 = tl.load(e_w1_ptr + mat1 + n * D, mask=mask_nd, other=0.0) * keep
+    V1 = tl.load(e_w2_ptr + mat1, mask=mask_nd, other=0.0) * keep
+    V2 = tl.load(e_w2_ptr + mat1 + n * D, mask=mask_nd, other=0.0) * keep
+
+    # state and trace updates (right-hand sides use the old traces)
+    pre1 = g * p1 - phi * p2 + gamma * wx1
+    pre2 = g * p2 + phi * p1 + gamma * wx2
+    n1 = dg * p1 + g * a1 - dphi * p2 - phi * a2 + dgamma * wx1
+    n2 = dg * p2 + g * a2 + dphi * p1 + phi * a1 + dgamma * wx2
+    th1 = dg_th * p1 + g * t1 - dphi_th * p2 - phi * t2
+    th2 = dg_th * p2 + g * t2 + dphi_th * p1 + phi * t1
+    gm, pm, gx = g[:, None], phi[:, None], gamma[:, None] * x[None, :]
+    W11 = gm * U1 - pm * U2 + gx
+    W12 = gm * U2 + pm * U1
+    W21 = gm * V1 - pm * V2
+    W22 = gm * V2 + pm * V1 + gx
+
+    if ACTIVATION == 0:  # linear RTU: the state is c
+        h1, h2 = pre1, pre2
+    else:  # non-linear RTU: h = f(pre), traces times f'(pre)
+        if ACTIVATION == 1:  # relu
+            h1, h2 = tl.maximum(pre1, 0.0), tl.maximum(pre2, 0.0)
+            f1, f2 = tl.where(pre1 > 0, 1.0, 0.0), tl.where(pre2 > 0, 1.0, 0.0)
+        else:  # tanh(p) = sign(p) * -expm1(-2|p|) / (2 + expm1(-2|p|))
+            m1, m2 = _expm1_neg(-2.0 * tl.abs(pre1)), _expm1_neg(-2.0 * tl.abs(pre2))
+            h1 = tl.where(pre1 < 0, 1.0, -1.0) * m1 / (2.0 + m1)
+            h2 = tl.where(pre2 < 0, 1.0, -1.0) * m2 / (2.0 + m2)
+            f1, f2 = 1.0 - h1 * h1, 1.0 - h2 * h2
+        n1, n2, th1, th2 = n1 * f1, n2 * f2, th1 * f1, th2 * f2
+        W11, W12, W21, W22 = W11 * f1[:, None], W12 * f2[:, None], W21 * f1[:, None], W22 * f2[:, None]
+
+    tl.store(out_state_ptr + vec1, h1, mask=mask_n)
+    tl.store(out_state_ptr + vec1 + n, h2, mask=mask_n)
+    tl.store(out_nu_ptr + vec1, n1, mask=mask_n)
+    tl.store(out_nu_ptr + vec1 + n, n2, mask=mask_n)
+    tl.store(out_th_ptr + vec1, th1, mask=mask_n)
+    tl.store(out_th_ptr + vec1 + n, th2, mask=mask_n)
+    tl.store(out_w1_ptr + mat1, W11, mask=mask_nd)
+    tl.store(out_w1_ptr + mat1 + n * D, W12, mask=mask_nd)
+    tl.store(out_w2_ptr + mat1, W21, mask=mask_nd)
+    tl.store(out_w2_ptr + mat1 + n * D, W22, mask=mask_nd)
+
+
+def _rtu_step_triton(params: RTUParams, x, state, traces: RTUTraces, reset, activation):
+    (B, D), n = x.shape, params.nu_log.shape[0]
+    ins = [t.contiguous() for t in (*params, x, reset.to(x.dtype), state, *traces)]
+    outs = [torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (state, *traces)]
+    BLOCK_D = next_pow2(D)
+    BLOCK_N = min(next_pow2(n), max(1, 1024 // BLOCK_D))  # tiles of about 1024 elements
+    grid = (B, triton.cdiv(n, BLOCK_N))
+    _rtu_step_kernel[grid](*ins, *outs, n, D, MIN_1MR2=_MIN_1MR2, ACTIVATION=ACTIVATIONS[activation],
+                           BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D)
+    return outs[0], RTUTraces(*outs[1:])
+
+
+def rtu_step(params: RTUParams, x, state, traces: RTUTraces, reset, activation="relu", backend="auto"):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
+    step = _rtu_step_triton if use_triton(x, backend) else _rtu_step_torch
+    return step(params, x, state, traces, reset, activation)
+
+
+def rtu_grads(params: RTUParams, x, new_state, new_traces: RTUTraces, delta, activation="relu"):
+    # grad(p) = sum_b delta1*e1_p + delta2*e2_p  (SPEC 2.1, new traces)
+    grad_nu = (delta * new_traces.nu).sum((0, 1))
+    grad_theta = (delta * new_traces.theta).sum((0, 1))
+    grad_W1 = torch.einsum("bkn,bknd->nd", delta, new_traces.W1)
+    grad_W2 = torch.einsum("bkn,bknd->nd", delta, new_traces.W2)
+    # one-step input gradient: gamma * [(delta1*f'1) @ W1 + (delta2*f'2) @ W2], f' from the new state
+    if activation == "relu":
+        fp = (new_state > 0).to(delta.dtype)
+    elif activation == "tanh":
+        fp = 1 - new_state * new_state
+    else:
+        fp = torch.ones_like(delta)
+    d = delta * fp * rtu_coefficients(params)[3]
+    grad_x = d[:, 0] @ params.W1 + d[:, 1] @ params.W2
+    return grad_x, RTUParams(grad_nu, grad_theta, grad_W1, grad_W2)
