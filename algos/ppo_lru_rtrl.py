@@ -24,7 +24,8 @@ from torch.distributions.normal import Normal
 from torch.utils.tensorboard import SummaryWriter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root: triton_kernels
-from triton_kernels.lru import LRUParams, LRUTraces, lru_grads, lru_init_params, lru_init_readout, lru_step, lru_zero_carry
+from triton_kernels.lru import (LRUParams, LRUTraces, lru_grads_from_carry, lru_init_params, lru_init_readout,
+                                lru_state_step, lru_step, lru_zero_carry)
 
 
 @dataclass
@@ -216,25 +217,26 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
 
 
 class LRUStepRTRL(torch.autograd.Function):
-    """One online-LRU step (SPEC 2.2) whose backward is exact RTRL.
+    """One online-LRU step (SPEC 2.2) from a stored carry, whose backward is exact RTRL.
 
-    forward: new state h_t (real/imag pairs) and new traces from the carry (state, traces) of the previous step.
-    backward: nu_log, theta_log, gamma_log, B get Re(conj(delta) * dh/dp) from the NEW traces (they carry the whole
-    history, so no unrolling); the input x gets the one-step gradient with the previous state held constant.
+    forward: the new state h_t (real/imag pairs) only. backward: nu_log, theta_log, gamma_log, B get
+    Re(conj(delta) * dh/dp) over the NEW traces (they carry the whole history, so nothing is unrolled), formed from
+    the stored old traces without materialising the new E_B (SPEC 3 cost hint); the input x gets the one-step
+    gradient, the previous state being a constant of the carry.
     """
 
     @staticmethod
     def forward(ctx, x, nu_log, theta_log, gamma_log, B_re, B_im, state, trace_lam, trace_gamma, trace_B, reset):
-        params = LRUParams(nu_log, theta_log, gamma_log, B_re, B_im)
-        new_state, new_traces = lru_step(params, x, state, LRUTraces(trace_lam, trace_gamma, trace_B), reset)
-        ctx.save_for_backward(x, nu_log, theta_log, gamma_log, B_re, B_im, new_state, *new_traces)
+        new_state = lru_state_step(LRUParams(nu_log, theta_log, gamma_log, B_re, B_im), x, state, reset)
+        ctx.save_for_backward(x, nu_log, theta_log, gamma_log, B_re, B_im, state, trace_lam, trace_gamma, trace_B, reset,
+                              new_state)
         return new_state
 
     @staticmethod
     def backward(ctx, delta):
-        x, nu_log, theta_log, gamma_log, B_re, B_im, new_state, *new_traces = ctx.saved_tensors
+        x, nu_log, theta_log, gamma_log, B_re, B_im, state, *traces, reset, new_state = ctx.saved_tensors
         params = LRUParams(nu_log, theta_log, gamma_log, B_re, B_im)
-        grad_x, grad_params = lru_grads(params, x, new_state, LRUTraces(*new_traces), delta)
+        grad_x, grad_params = lru_grads_from_carry(params, x, state, LRUTraces(*traces), reset, new_state, delta)
         return (grad_x, *grad_params) + (None,) * 5
 
 

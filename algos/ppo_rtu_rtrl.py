@@ -24,7 +24,8 @@ from torch.distributions.normal import Normal
 from torch.utils.tensorboard import SummaryWriter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root: triton_kernels
-from triton_kernels.rtu import RTUParams, RTUTraces, rtu_grads, rtu_init_params, rtu_step, rtu_zero_carry
+from triton_kernels.rtu import (RTUParams, RTUTraces, rtu_grads_from_carry, rtu_init_params, rtu_state_step, rtu_step,
+                                rtu_zero_carry)
 
 
 @dataclass
@@ -218,26 +219,26 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
 
 
 class RTUStepRTRL(torch.autograd.Function):
-    """One RTU step (SPEC 2.1) whose backward is exact RTRL.
+    """One RTU step (SPEC 2.1) from a stored carry, whose backward is exact RTRL.
 
-    forward: new state and new traces from the carry (state, traces) of the previous step.
-    backward: the recurrent parameters get sum_b delta1*e1 + delta2*e2 from the NEW traces (they carry the whole
-    history, so no unrolling); the input x gets the one-step gradient with the previous state held constant.
+    forward: the new state only. backward: the recurrent parameters get sum_b delta1*e1 + delta2*e2 over the NEW
+    traces (they carry the whole history, so nothing is unrolled), formed from the stored old traces without
+    materialising the new ones (SPEC 3 cost hint); the input x gets the one-step gradient, the previous state
+    being a constant of the carry.
     """
 
     @staticmethod
     def forward(ctx, x, nu_log, theta_log, W1, W2, state, trace_nu, trace_theta, trace_W1, trace_W2, reset, activation):
-        params = RTUParams(nu_log, theta_log, W1, W2)
-        new_state, new_traces = rtu_step(params, x, state, RTUTraces(trace_nu, trace_theta, trace_W1, trace_W2), reset, activation)
-        ctx.save_for_backward(x, nu_log, theta_log, W1, W2, new_state, *new_traces)
+        new_state = rtu_state_step(RTUParams(nu_log, theta_log, W1, W2), x, state, reset, activation)
+        ctx.save_for_backward(x, nu_log, theta_log, W1, W2, state, trace_nu, trace_theta, trace_W1, trace_W2, reset, new_state)
         ctx.activation = activation
         return new_state
 
     @staticmethod
     def backward(ctx, delta):
-        x, nu_log, theta_log, W1, W2, new_state, *new_traces = ctx.saved_tensors
-        params = RTUParams(nu_log, theta_log, W1, W2)
-        grad_x, grad_params = rtu_grads(params, x, new_state, RTUTraces(*new_traces), delta, ctx.activation)
+        x, nu_log, theta_log, W1, W2, state, *traces, reset, new_state = ctx.saved_tensors
+        grad_x, grad_params = rtu_grads_from_carry(RTUParams(nu_log, theta_log, W1, W2), x, state, RTUTraces(*traces),
+                                                   reset, new_state, delta, ctx.activation)
         return (grad_x, *grad_params) + (None,) * 7
 
 

@@ -175,13 +175,11 @@ def make_env(env_id, idx, capture_video, run_name, gamma, normalize):
         if family == "popgym":
             from popgym import wrappers as pw
 
-            # popgym 1.0.7 classes take no render_mode keyword: pass it only when a video is requested.
-            env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {})).unwrapped
+            env = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)()  # the raw popgym class
             # POPGym baselines' wrapping: previous action + antialias flag, then one-hot flattening.
             env = pw.Flatten(pw.Antialias(pw.PreviousAction(env)))
             if isinstance(env.action_space, gym.spaces.MultiDiscrete):
                 env = pw.DiscreteAction(env)
-            env = gym.wrappers.TimeLimit(env, 10**9)  # gives gymnasium's wrapper API (spec, render) to popgym envs
         elif family == "mujoco_pv":
             name, variant = env_id.split("-")[:2]
             kwargs = {"include_cfrc_ext_in_observation": False} if name == "Ant" else {}
@@ -376,6 +374,8 @@ if __name__ == "__main__":
     if args.num_iterations < 1:
         sys.exit(f"error: total_timesteps={args.total_timesteps} is smaller than one segment ({args.batch_size} steps)")
     family = env_family(args.env_id)  # exits with a clear message on an unknown id
+    if args.capture_video and family == "popgym":
+        sys.exit("error: --capture-video needs rendering, which popgym envs do not provide")
     normalize = args.normalize_env if args.normalize_env is not None else family != "popgym"
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     if args.track:

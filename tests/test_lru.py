@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import triton_kernels.lru as lru
-from triton_kernels.lru import (LRUParams, LRUTraces, lru_grads, lru_init_params, lru_init_readout, lru_step,
-                                lru_zero_carry)
+from triton_kernels.lru import (LRUParams, LRUTraces, lru_grads, lru_grads_from_carry, lru_init_params,
+                                lru_init_readout, lru_state_step, lru_step, lru_zero_carry)
 
 F64 = torch.float64
 B, N, D, H = 3, 5, 4, 2
@@ -180,3 +180,24 @@ def test_backend_dispatch(monkeypatch, backend, launches):
     p, x, state, traces = random_step_inputs(2, 5, 3, seed=0, dtype=torch.float32)
     lru_step(p, x, state, traces, torch.tensor([False, True]), backend=backend)
     assert counter.launches == launches
+
+
+def test_grads_from_carry_equal_step_then_grads():
+    """The PPO update's one-read gradient (from the OLD E_B) equals lru_step + lru_grads (from the new traces)."""
+    g = torch.Generator().manual_seed(5)
+    B, n, D = 6, 7, 5
+    params = LRUParams(*(p + 0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64)
+                         for p in lru_init_params(n, D, generator=g, dtype=torch.float64)))
+    x = torch.randn(B, D, generator=g, dtype=torch.float64)
+    state = torch.randn(B, 2, n, generator=g, dtype=torch.float64)
+    traces = LRUTraces(*(torch.randn(t.shape, generator=g, dtype=torch.float64) for t in lru_zero_carry(B, n, D)[1]))
+    reset = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    delta = torch.randn(B, 2, n, generator=g, dtype=torch.float64)
+
+    new_state, new_traces = lru_step(params, x, state, traces, reset, backend="torch")
+    torch.testing.assert_close(lru_state_step(params, x, state, reset), new_state, rtol=1e-14, atol=1e-14)
+    expected = lru_grads(params, x, new_state, new_traces, delta)
+    got = lru_grads_from_carry(params, x, state, traces, reset, new_state, delta)
+    for e, o in zip((expected[0], *expected[1]), (got[0], *got[1])):
+        assert e.abs().max() > 1e-3
+        torch.testing.assert_close(o, e, rtol=1e-12, atol=1e-12)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import triton_kernels.rtu as rtu
-from triton_kernels.rtu import RTUParams, RTUTraces, rtu_grads, rtu_init_params, rtu_step, rtu_zero_carry
+from triton_kernels.rtu import (RTUParams, RTUTraces, rtu_grads, rtu_grads_from_carry, rtu_init_params, rtu_state_step,
+                                rtu_step, rtu_zero_carry)
 
 ACTS = ["linear", "relu", "tanh"]
 F64 = torch.float64
@@ -197,3 +198,25 @@ def test_dispatch(backend, expected, monkeypatch):
     assert counter.launches == expected
     ref_state, _ = rtu_step(params, x, state, traces, reset, "relu", backend="torch")
     assert rel_err(new_state, ref_state) < 1e-5
+
+
+@pytest.mark.parametrize("activation", ["linear", "relu", "tanh"])
+def test_grads_from_carry_equal_step_then_grads(activation):
+    """The PPO update's one-read gradient (from the OLD traces) equals rtu_step + rtu_grads (from the new ones)."""
+    g = torch.Generator().manual_seed(5)
+    B, n, D = 6, 7, 5
+    params = RTUParams(*(p + 0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64)
+                         for p in rtu_init_params(n, D, generator=g, dtype=torch.float64)))
+    x = torch.randn(B, D, generator=g, dtype=torch.float64)
+    state = torch.randn(B, 2, n, generator=g, dtype=torch.float64)
+    traces = RTUTraces(*(torch.randn(t.shape, generator=g, dtype=torch.float64) for t in rtu_zero_carry(B, n, D)[1]))
+    reset = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    delta = torch.randn(B, 2, n, generator=g, dtype=torch.float64)
+
+    new_state, new_traces = rtu_step(params, x, state, traces, reset, activation, backend="torch")
+    torch.testing.assert_close(rtu_state_step(params, x, state, reset, activation), new_state, rtol=0, atol=0)
+    expected = rtu_grads(params, x, new_state, new_traces, delta, activation)
+    got = rtu_grads_from_carry(params, x, state, traces, reset, new_state, delta, activation)
+    for e, o in zip((expected[0], *expected[1]), (got[0], *got[1])):
+        assert e.abs().max() > 1e-3
+        torch.testing.assert_close(o, e, rtol=1e-12, atol=1e-12)

@@ -23,6 +23,10 @@ API
     lru_grads(params, x, new_state, new_traces, delta (B,2,n)) -> (grad_x (B,D), LRUParams of grads)
         delta = [dL/dRe h_t, dL/dIm h_t] through this step's output path only. Parameter grads are summed
         over the batch; grad_x is the one-step input gradient (previous state treated as a constant).
+    lru_state_step(params, x, state, reset) -> new_state   (lru_step without the traces)
+    lru_grads_from_carry(params, x, state, traces, reset, new_state, delta) -> (grad_x, LRUParams)
+        the same gradients as lru_step + lru_grads, formed from the OLD traces of the carry without materialising
+        the new E_B (SPEC 3 cost hint): the PPO update reads each stored trace once.
 
 Gradients (real parameter p, L real): dL/dp = Re(conj(delta) * dh/dp), with
     dh/dnu_log = e_lambda * lambda * (-exp(nu_log)),   dh/dtheta_log = e_lambda * lambda * (i*exp(theta_log)),
@@ -199,3 +203,36 @@ def lru_grads(params, x, new_state, new_traces, delta):
     g_B_im = torch.einsum("bj,bjk->jk", d_im, E_re) - torch.einsum("bj,bjk->jk", d_re, E_im)  # Re(conj(d) i E_B)
     grad_x = (d_re * gamma) @ params.B_re + (d_im * gamma) @ params.B_im  # sum_j Re(conj(d_j) gamma_j B_jk)
     return grad_x, LRUParams(g_nu_log, g_theta_log, g_gamma_log, g_B_re, g_B_im)
+
+
+def lru_state_step(params, x, state, reset):
+    """The state part of lru_step only (no traces): what the PPO update's forward pass needs."""
+    h = state * (1 - reset.to(x.dtype))[:, None, None]
+    lam_re, lam_im = _lambda(params)
+    Bx = torch.stack([x @ params.B_re.T, x @ params.B_im.T], 1)
+    return _lam_times(lam_re, lam_im, h) + torch.exp(params.gamma_log) * Bx  # h_t = lambda*h_{t-1} + exp(gamma_log)*Bx
+
+
+def lru_grads_from_carry(params, x, state, traces, reset, new_state, delta):
+    """lru_grads of the step from the carry (state, traces), without materialising the new E_B (SPEC 3 cost hint).
+
+    E_B_new = lambda*E_B_old + exp(gamma_log)*x, so conj(delta)*E_B_new = conj(delta*conj(lambda))*E_B_old
+    + exp(gamma_log)*conj(delta)*x: the (B,2,n,D) trace is read once and never written. The small (B,2,n) traces are
+    updated as in lru_step. Same results as lru_step + lru_grads.
+    """
+    keep = 1 - reset.to(x.dtype)
+    lam_re, lam_im = _lambda(params)
+    gamma = torch.exp(params.gamma_log)
+    h = state * keep[:, None, None]
+    Bx = torch.stack([x @ params.B_re.T, x @ params.B_im.T], 1)
+    small = LRUTraces(_lam_times(lam_re, lam_im, traces.lam * keep[:, None, None]) + h,  # e_lambda (new)
+                      _lam_times(lam_re, lam_im, traces.gamma * keep[:, None, None]) + Bx,  # e_gamma (new)
+                      torch.zeros_like(traces.B[:1]))  # E_B placeholder: its gradient is formed below
+    grad_x, grads = lru_grads(params, x, new_state, small, delta)
+    d_re, d_im = delta[:, 0], delta[:, 1]
+    # d' = delta * conj(lambda), zero where the old traces were reset
+    dp_re, dp_im = (d_re * lam_re + d_im * lam_im) * keep[:, None], (d_im * lam_re - d_re * lam_im) * keep[:, None]
+    E_re, E_im = traces.B[:, 0], traces.B[:, 1]
+    g_B_re = torch.einsum("bj,bjk->jk", dp_re, E_re) + torch.einsum("bj,bjk->jk", dp_im, E_im) + gamma[:, None] * (d_re.T @ x)
+    g_B_im = torch.einsum("bj,bjk->jk", dp_im, E_re) - torch.einsum("bj,bjk->jk", dp_re, E_im) + gamma[:, None] * (d_im.T @ x)
+    return grad_x, grads._replace(B_re=g_B_re, B_im=g_B_im)

@@ -21,6 +21,10 @@ rtu_grads(params, x, new_state, new_traces, delta, activation="relu") -> (grad_x
     delta (B,2,n) = dL/d(new_state) through this step's output only. Parameter gradients are summed over the
     batch: grad(p) = sum_b delta1*e1_p + delta2*e2_p. grad_x is the one-step gradient (previous state constant):
     gamma * [(delta1*f'1) @ W1 + (delta2*f'2) @ W2], with f' read off new_state.
+rtu_state_step(params, x, state, reset, activation="relu") -> new_state   (rtu_step without the traces)
+rtu_grads_from_carry(params, x, state, traces, reset, new_state, delta, activation="relu") -> (grad_x, RTUParams)
+    the same gradients as rtu_step + rtu_grads, formed from the OLD traces of the carry without materialising the
+    new ones (SPEC 3 cost hint): the PPO update reads each stored trace once.
 
 Numerics (deviation from the official code): gamma = sqrt(max(1 - r^2, 1e-30)) with 1 - r^2 computed as
 -expm1(-2 nu), no "+1e-8". In float32 r = exp(-nu) rounds to 1 for nu < 6e-8, where the naive 1 - r^2 would give
@@ -238,12 +242,52 @@ def rtu_grads(params: RTUParams, x, new_state, new_traces: RTUTraces, delta, act
     grad_W1 = torch.einsum("bkn,bknd->nd", delta, new_traces.W1)
     grad_W2 = torch.einsum("bkn,bknd->nd", delta, new_traces.W2)
     # one-step input gradient: gamma * [(delta1*f'1) @ W1 + (delta2*f'2) @ W2], f' from the new state
-    if activation == "relu":
-        fp = (new_state > 0).to(delta.dtype)
-    elif activation == "tanh":
-        fp = 1 - new_state * new_state
-    else:
-        fp = torch.ones_like(delta)
-    d = delta * fp * rtu_coefficients(params)[3]
+    d = delta * _fprime(new_state, activation) * rtu_coefficients(params)[3]
     grad_x = d[:, 0] @ params.W1 + d[:, 1] @ params.W2
+    return grad_x, RTUParams(grad_nu, grad_theta, grad_W1, grad_W2)
+
+
+def _fprime(new_state, activation):
+    """f'(pre) read off the post-activation state (relu: h > 0, tanh: 1 - h^2; linear RTU: 1)."""
+    if activation == "relu":
+        return (new_state > 0).to(new_state.dtype)
+    if activation == "tanh":
+        return 1 - new_state * new_state
+    return torch.ones_like(new_state)
+
+
+def _rot_T(a, c, s):
+    """Transpose of _rot: (a1, a2) -> (c*a1 + s*a2, c*a2 - s*a1), so that sum(a * _rot(e)) = sum(_rot_T(a) * e)."""
+    a1, a2 = a[:, 0], a[:, 1]
+    return torch.stack((c * a1 + s * a2, c * a2 - s * a1), dim=1)
+
+
+def rtu_state_step(params: RTUParams, x, state, reset, activation="relu"):
+    """The state part of rtu_step only (no traces): what the PPO update's forward pass needs."""
+    _, g, phi, gamma, *_ = rtu_coefficients(params)
+    prev = state * (1 - reset.to(x.dtype))[:, None, None]
+    pre = _rot(prev, g, phi) + gamma * torch.stack((x @ params.W1.T, x @ params.W2.T), dim=1)
+    return pre if activation == "linear" else _act_and_grad(pre, activation)[0]
+
+
+def rtu_grads_from_carry(params: RTUParams, x, state, traces: RTUTraces, reset, new_state, delta, activation="relu"):
+    """rtu_grads of the step from the carry (state, traces), without materialising the new traces (SPEC 3 cost hint).
+
+    Every new trace is linear in the old one: e_new = f' * (R e_old + u), R the rotation-scaling by (g, phi) and u the
+    step's input term. With a = delta * f':  sum_b delta . e_new = sum_b (R^T a) . e_old + sum_b a . u,
+    so the (B,2,n,D) traces are read once and never written. Same results as rtu_step + rtu_grads.
+    """
+    _, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th = rtu_coefficients(params)
+    keep = (1 - reset.to(x.dtype))[:, None, None]
+    prev = state * keep  # [h1, h2]_{t-1}, zeroed at an episode start
+    a = delta * _fprime(new_state, activation)  # delta * f'(pre)
+    a_old = _rot_T(a, g, phi) * keep  # R^T a, zero where the old traces were reset
+    wx = torch.stack((x @ params.W1.T, x @ params.W2.T), dim=1)
+    # nu, theta: u = R'(prev) (+ dgamma * Wx for nu), R' the rotation by the derivatives of (g, phi)
+    grad_nu = (a_old * traces.nu + a * (_rot(prev, dg, dphi) + dgamma * wx)).sum((0, 1))
+    grad_theta = (a_old * traces.theta + a * _rot(prev, dg_th, dphi_th)).sum((0, 1))
+    # W1: u = (gamma x, 0); W2: u = (0, gamma x)
+    grad_W1 = torch.einsum("bkn,bknd->nd", a_old, traces.W1) + gamma[:, None] * (a[:, 0].T @ x)
+    grad_W2 = torch.einsum("bkn,bknd->nd", a_old, traces.W2) + gamma[:, None] * (a[:, 1].T @ x)
+    grad_x = (a[:, 0] * gamma) @ params.W1 + (a[:, 1] * gamma) @ params.W2
     return grad_x, RTUParams(grad_nu, grad_theta, grad_W1, grad_W2)

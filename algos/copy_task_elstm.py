@@ -1,0 +1,298 @@
+# Copy task diagnostic (Irie et al. 2024, SPEC 5): an eLSTM trained FULLY ONLINE by exact RTRL (one gradient step per
+# token) learns to reproduce a random bit pattern. --grad-method bptt trains the same model by full BPTT for comparison.
+# Docs: README.md; equations: SPEC section 2.3 (eLSTM and its RTRL).
+#
+# Protocol (the official generator's, IDSIA/rtrl-elstm diagnostic/utils/copy_task_generator.py):
+#   vocabulary of inputs, one-hot D = 3: 0 = bit 0, 1 = bit 1, 2 = the "blank / recall" token.
+#   A sequence with a pattern of length l ~ U{1..L} (b_1..b_l uniform bits) has 2l steps:
+#       input : b_1 ... b_l  2 ... 2        (l blanks: the first blank is the cue that the recall phase starts)
+#       target: -   ...  -   b_1 ... b_l    (loss and accuracy at the l recall steps only)
+#   A batch holds B sequences aligned at their first step and is run for 2*max(l) steps; a sequence that has ended
+#   keeps receiving blanks with no target (the official code pads the same way). The state is zero at the start
+#   of every sequence. The output layer has 2 classes (bit 0 / bit 1).
+#   Sequence accuracy (the stopping criterion): a sequence counts as correct iff all its l recalled bits are correct
+#   (argmax). Training stops the first time the fixed validation set (--val-size sequences drawn with --val-seed,
+#   independent of --seed) is recalled with 100% sequence accuracy.
+#
+# Learning rules:
+#   rtrl: fully online. After EVERY token that has a target in at least one sequence of the batch, the loss of that
+#         token (cross-entropy averaged over the sequences that have a target there) is backpropagated to c_t only,
+#         the RTRL traces turn it into the exact gradient of the eLSTM parameters, and the optimizer makes a step.
+#         The traces are computed with the parameters in effect at each step (standard online RTRL: they are not
+#         recomputed after a parameter change). Tokens without any target make no update.
+#   bptt: the whole batch of sequences is unrolled, the loss (cross-entropy averaged over all recall tokens) is
+#         backpropagated through all steps, and ONE optimizer step is made per batch (the official copy_task_main).
+# Optimizer: Adam, betas (0.9, 0.995), eps 1e-9 as in the official code; global grad-norm clip --max-grad-norm.
+# Every parameter except the eLSTM (output gate, output layer) is trained by ordinary backprop at each update.
+import csv
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as Fn
+import tyro
+from torch.utils.tensorboard import SummaryWriter
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root: triton_kernels
+from triton_kernels.elstm import ELSTMParams, ELSTMTraces, elstm_grads, elstm_init_params, elstm_step, elstm_zero_carry
+
+BLANK = 2  # the blank / recall input token
+IGNORE = -1  # target of steps without a loss
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment (initialisation and training data)"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, cuda will be enabled when available (the trace update then runs the Triton kernel)"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "rtrl-rl"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+
+    # Task
+    max_len: int = 50
+    """L: pattern lengths are uniform in [1, L]"""
+    val_size: int = 1000
+    """number of sequences in the fixed validation set"""
+    val_seed: int = 12345
+    """seed of the validation set (fixed, independent of --seed)"""
+
+    # Learning
+    grad_method: Literal["rtrl", "bptt"] = "rtrl"
+    """rtrl: fully online, one update per token with a target; bptt: backprop through the batch, one update per batch"""
+    hidden_dim: int = 256
+    """N: number of eLSTM units"""
+    batch_size: int = 128
+    """number of sequences processed in parallel"""
+    learning_rate: float = 1e-3
+    """Adam learning rate"""
+    max_grad_norm: float = 1.0
+    """global gradient-norm clipping threshold (0 = no clipping)"""
+    max_updates: int = 2_000_000
+    """stop after this many optimizer steps if 100% validation sequence accuracy is not reached"""
+    max_seconds: float = 0.0
+    """stop after this much wall time in seconds (0 = no limit)"""
+    eval_every: int = 12_800
+    """evaluate on the validation set every this many training sequences"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------------------------
+def make_batch(rng: np.random.Generator, batch_size: int, max_len: int):
+    """Returns (inputs (T, B) int64, targets (T, B) int64 with IGNORE where no loss, lengths (B,)); T = 2*max(l)."""
+    lengths = rng.integers(1, max_len + 1, size=batch_size)
+    bits = rng.integers(0, 2, size=(max_len, batch_size))
+    T = 2 * int(lengths.max())
+    t = np.arange(T)[:, None]
+    inputs = np.where(t < lengths, bits[np.minimum(t, max_len - 1), np.arange(batch_size)], BLANK)
+    recall = (t >= lengths) & (t < 2 * lengths)
+    src = np.clip(t - lengths, 0, max_len - 1)
+    targets = np.where(recall, bits[src, np.arange(batch_size)], IGNORE)
+    return torch.as_tensor(inputs), torch.as_tensor(targets), lengths
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model: one-hot input -> eLSTM (RTRL or BPTT) -> output gate -> linear read-out (2 classes)
+# ---------------------------------------------------------------------------------------------------------------
+class ELSTMStepRTRL(torch.autograd.Function):
+    """One eLSTM step (SPEC 2.3) whose backward is exact RTRL (same as in algos/r2ac_elstm.py).
+
+    forward: new cell state and new traces (non-differentiable outputs: the next step's carry).
+    backward: eLSTM parameter gradients sum_b delta_t * S_t from the new traces; x_t gets the one-step gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, x, F, Z, w_f, w_z, b_f, b_z, state, tr_F, tr_Z, tr_wf, tr_wz, tr_bf, tr_bz, reset):
+        params = ELSTMParams(F, Z, w_f, w_z, b_f, b_z)
+        c, new = elstm_step(params, x, state, ELSTMTraces(tr_F, tr_Z, tr_wf, tr_wz, tr_bf, tr_bz), reset)
+        ctx.save_for_backward(x, F, Z, w_f, w_z, b_f, b_z, state, reset, *new)
+        ctx.mark_non_differentiable(*new)
+        return (c, *new)
+
+    @staticmethod
+    def backward(ctx, delta, *unused_trace_grads):
+        x, F, Z, w_f, w_z, b_f, b_z, state, reset, *new = ctx.saved_tensors
+        params = ELSTMParams(F, Z, w_f, w_z, b_f, b_z)
+        grad_x, grads = elstm_grads(params, x, state, reset, ELSTMTraces(*new), delta)
+        return (grad_x if ctx.needs_input_grad[0] else None, *grads) + (None,) * 8
+
+
+def elstm_cell(params: ELSTMParams, x, c_prev):
+    """Plain differentiable eLSTM step (no traces): BPTT and evaluation."""
+    f = torch.sigmoid(x @ params.F.T + params.w_f * c_prev + params.b_f)
+    z = torch.tanh(x @ params.Z.T + params.w_z * c_prev + params.b_z)
+    return f * c_prev + (1 - f) * z
+
+
+class CopyModel(nn.Module):
+    def __init__(self, hidden_dim: int, in_dim: int = 3, num_classes: int = 2):
+        super().__init__()
+        self.hidden_dim, self.in_dim = hidden_dim, in_dim
+        self.F, self.Z, self.w_f, self.w_z, self.b_f, self.b_z = (nn.Parameter(p) for p in elstm_init_params(hidden_dim, in_dim))
+        self.output_gate = nn.Linear(in_dim + hidden_dim, hidden_dim)  # o_t = sigmoid(W_o [x_t, c_t] + b_o)
+        self.out = nn.Linear(hidden_dim, num_classes)
+
+    def elstm_params(self):
+        return ELSTMParams(self.F, self.Z, self.w_f, self.w_z, self.b_f, self.b_z)
+
+    def recurrent_parameter_count(self):
+        return sum(p.numel() for p in self.elstm_params())
+
+    def step(self, x, c, traces, grad_method):
+        """One token: returns (logits, c_t, new traces or None). rtrl: c_{t-1} is a constant, traces required."""
+        if grad_method == "rtrl":
+            reset = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+            c, *new = ELSTMStepRTRL.apply(x, *self.elstm_params(), c.detach(), *traces, reset)
+            traces = ELSTMTraces(*new)
+        else:
+            c = elstm_cell(self.elstm_params(), x, c)
+        h = torch.sigmoid(self.output_gate(torch.cat([x, c], dim=-1))) * c
+        return self.out(h), c, traces
+
+
+@torch.no_grad()
+def evaluate(model: CopyModel, inputs, targets):
+    """Returns (loss, token accuracy, sequence accuracy) on a batch of sequences; the state starts at zero."""
+    x_all = Fn.one_hot(inputs, model.in_dim).to(model.F.dtype)
+    c = torch.zeros(inputs.shape[1], model.hidden_dim, dtype=model.F.dtype, device=inputs.device)
+    logits = []
+    for x in x_all:
+        out, c, _ = model.step(x, c, None, "bptt")
+        logits.append(out)
+    logits = torch.stack(logits)
+    valid = targets != IGNORE
+    loss = Fn.cross_entropy(logits[valid], targets[valid]).item()
+    correct = logits.argmax(-1) == targets
+    token_acc = correct[valid].float().mean().item()
+    seq_acc = (correct | ~valid).all(0).float().mean().item()
+    return loss, token_acc, seq_acc
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    run_name = f"copy{args.max_len}__{args.exp_name}__{args.grad_method}__{args.seed}__{int(time.time())}"
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_name, save_code=True)
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    model = CopyModel(args.hidden_dim).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.995), eps=1e-9)
+    num_recurrent = model.recurrent_parameter_count()
+    print(f"recurrent parameters: {num_recurrent}, all parameters: {sum(p.numel() for p in model.parameters())}")
+    writer.add_text("model/recurrent_parameters", str(num_recurrent))
+
+    train_rng = np.random.default_rng(args.seed)
+    val_inputs, val_targets, _ = make_batch(np.random.default_rng(args.val_seed), args.val_size, args.max_len)
+    val_inputs, val_targets = val_inputs.to(device), val_targets.to(device)
+    csv_file = open(f"runs/{run_name}/curve.csv", "w", newline="")
+    curve = csv.writer(csv_file)
+    curve.writerow(["sequences", "updates", "tokens", "wall_time", "train_loss", "val_loss", "val_token_acc", "val_seq_acc"])
+
+    def clip_and_step():
+        if args.max_grad_norm > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    sequences = updates = tokens = 0
+    next_eval = 0
+    best_seq_acc = 0.0
+    solved = False
+    train_loss_sum, train_loss_count = torch.zeros((), device=device), 0
+    start_time = time.time()
+    while True:
+        if sequences >= next_eval:  # evaluation (also at the start: the untrained model)
+            val_loss, val_token_acc, val_seq_acc = evaluate(model, val_inputs, val_targets)
+            train_loss = train_loss_sum.item() / max(train_loss_count, 1)
+            train_loss_sum, train_loss_count = torch.zeros((), device=device), 0
+            wall = time.time() - start_time
+            best_seq_acc = max(best_seq_acc, val_seq_acc)
+            print(f"sequences={sequences} updates={updates} tokens={tokens} time={wall:.1f}s train_loss={train_loss:.4f} "
+                  f"val_loss={val_loss:.4f} val_token_acc={100 * val_token_acc:.2f}% val_seq_acc={100 * val_seq_acc:.2f}%",
+                  flush=True)
+            curve.writerow([sequences, updates, tokens, f"{wall:.2f}", f"{train_loss:.6f}", f"{val_loss:.6f}",
+                            f"{val_token_acc:.6f}", f"{val_seq_acc:.6f}"])
+            csv_file.flush()
+            writer.add_scalar("copy/val_seq_acc", val_seq_acc, sequences)
+            writer.add_scalar("copy/val_token_acc", val_token_acc, sequences)
+            writer.add_scalar("losses/val_loss", val_loss, sequences)
+            if sequences > 0:
+                writer.add_scalar("losses/train_loss", train_loss, sequences)
+                writer.add_scalar("charts/updates", updates, sequences)
+                writer.add_scalar("charts/SPS", int(tokens / wall), sequences)  # tokens (steps) per second
+            next_eval += args.eval_every
+            if val_seq_acc >= 1.0:
+                solved = True
+                break
+        if updates >= args.max_updates or (args.max_seconds > 0 and time.time() - start_time > args.max_seconds):
+            break
+
+        inputs, targets, _ = make_batch(train_rng, args.batch_size, args.max_len)
+        inputs, targets = inputs.to(device), targets.to(device)
+        x_all = Fn.one_hot(inputs, 3).to(model.F.dtype)
+        has_target = (targets != IGNORE).any(1).tolist()
+        if args.grad_method == "rtrl":
+            c, traces = elstm_zero_carry(args.batch_size, args.hidden_dim, 3, dtype=model.F.dtype, device=device)
+            for t in range(inputs.shape[0]):
+                logits, c, traces = model.step(x_all[t], c, traces, "rtrl")
+                if has_target[t]:  # fully online: one update per token that has a target
+                    loss = Fn.cross_entropy(logits, targets[t], ignore_index=IGNORE)
+                    loss.backward()
+                    clip_and_step()
+                    updates += 1
+                    train_loss_sum += loss.detach()
+                    train_loss_count += 1
+        else:
+            c = torch.zeros(args.batch_size, args.hidden_dim, dtype=model.F.dtype, device=device)
+            logits = []
+            for t in range(inputs.shape[0]):
+                out, c, _ = model.step(x_all[t], c, None, "bptt")
+                logits.append(out)
+            loss = Fn.cross_entropy(torch.stack(logits).flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+            if not torch.isfinite(loss):
+                sys.exit(f"error: non-finite loss ({loss.item()}) after {updates} updates; stopping")
+            loss.backward()
+            clip_and_step()
+            updates += 1
+            train_loss_sum += loss.detach()
+            train_loss_count += 1
+        if args.grad_method == "rtrl" and not torch.isfinite(train_loss_sum):
+            sys.exit(f"error: non-finite loss after {updates} updates; stopping")
+        sequences += args.batch_size
+        tokens += inputs.numel()
+
+    wall = time.time() - start_time
+    status = "solved (100% validation sequence accuracy)" if solved else "NOT solved (stopped at the update/time limit)"
+    print(f"final: {status} L={args.max_len} grad_method={args.grad_method} seed={args.seed} sequences={sequences} "
+          f"updates={updates} tokens={tokens} wall_time={wall:.1f}s best_val_seq_acc={100 * best_seq_acc:.2f}%")
+    csv_file.close()
+    writer.close()

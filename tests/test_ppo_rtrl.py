@@ -1,0 +1,169 @@
+"""PPO with exact RTRL (algos/ppo_rtu_rtrl.py, algos/ppo_lru_rtrl.py): environments, the update's gradient, runs."""
+import importlib
+import math
+from types import SimpleNamespace
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from script_runner import PPO_SMOKE_ARGS, SMOKE_ENVS, read_scalars, run_script
+
+SCRIPTS = ("ppo_rtu_rtrl", "ppo_lru_rtrl")
+
+# SPEC 7, written out independently of the scripts: observation indices kept by -P and -V.
+SPEC_PV = {
+    "Hopper": (list(range(0, 5)), list(range(5, 11))),
+    "HalfCheetah": (list(range(0, 8)), list(range(8, 17))),
+    "Walker2d": (list(range(0, 8)), list(range(8, 17))),
+    "Ant": (list(range(0, 13)), list(range(13, 27))),
+}
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("name", sorted(SPEC_PV))
+def test_pv_masks_select_spec_indices(script, name):
+    mod = importlib.import_module(script)
+    kwargs = {"include_cfrc_ext_in_observation": False} if name == "Ant" else {}
+    full = gym.make(f"{name}-v5", **kwargs)
+    for variant, indices in zip("PV", SPEC_PV[name]):
+        env = mod.make_env(f"{name}-{variant}-v5", 0, False, "test", 0.99, normalize=False)()
+        assert env.observation_space.shape == (len(indices),)
+        obs, _ = env.reset(seed=3)
+        full_obs, _ = full.reset(seed=3)
+        np.testing.assert_array_equal(obs, full_obs[indices])
+        action = full.action_space.sample()
+        obs, *_ = env.step(action)
+        full_obs, *_ = full.step(action)
+        np.testing.assert_array_equal(obs, full_obs[indices])
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_reacher_target_visible_only_at_first_step(script):
+    mod = importlib.import_module(script)
+    envs = gym.vector.SyncVectorEnv([mod.make_env("Reacher-POMDP-v5", 0, False, "test", 0.99, normalize=False)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    hidden = [4, 5, 8, 9]
+    obs, _ = envs.reset(seed=0)
+    assert np.all(obs[0, hidden] != 0)
+    episode_starts = 0
+    for t in range(120):  # Reacher episodes are 50 steps: covers two autoresets
+        obs, _, terminated, truncated, infos = envs.step(envs.action_space.sample())
+        if terminated[0] or truncated[0]:
+            episode_starts += 1
+            assert np.all(obs[0, hidden] != 0), "first observation of the next episode must show the target"
+            assert np.all(infos["final_obs"][0][hidden] == 0)
+        else:
+            assert np.all(obs[0, hidden] == 0), f"target visible at step {t}"
+    assert episode_starts == 2
+
+
+def _tiny_agent(mod, continuous, **model_args):
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (5,), np.float64)
+    action_space = gym.spaces.Box(-1, 1, (2,), np.float32) if continuous else gym.spaces.Discrete(3)
+    envs = SimpleNamespace(single_observation_space=obs_space, single_action_space=action_space)
+    args = mod.Args(encoder_dim=4, hidden_dim=6, head_dim=8, **model_args)
+    torch.manual_seed(0)
+    agent = mod.Agent(envs, args).double()
+    with torch.no_grad():  # random parameters, not only the initial ones
+        for p in agent.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return agent, action_space
+
+
+MODEL_VARIANTS = [
+    ("ppo_rtu_rtrl", dict(rtu_variant="nonlinear", activation="relu")),
+    ("ppo_rtu_rtrl", dict(rtu_variant="nonlinear", activation="tanh")),
+    ("ppo_rtu_rtrl", dict(rtu_variant="linear", activation="tanh")),
+    ("ppo_lru_rtrl", dict()),
+]
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+@pytest.mark.parametrize("script,model_args", MODEL_VARIANTS)
+def test_update_gradient_of_stored_carry_equals_autograd(script, model_args, continuous):
+    """The PPO update's gradient for a stored carry equals autograd through the whole history that produced the carry.
+
+    The carry after k rollout steps (state and traces, computed without gradients) is what the buffer stores. The
+    update re-runs one step from it (RTRL backward). The reference re-runs the k+1 steps with autograd, the encoder
+    output of earlier steps detached: RTRL gives the encoder only the one-step gradient, the previous state being a
+    constant of the carry. Every parameter's gradient must agree, in float64.
+    """
+    mod = importlib.import_module(script)
+    agent, action_space = _tiny_agent(mod, continuous, **model_args)
+    B, k = 4, 7
+    g = torch.Generator().manual_seed(1)
+    obs = torch.randn(k + 1, B, 5, generator=g, dtype=torch.float64)
+    resets = torch.zeros(k + 1, B, dtype=torch.float64)
+    resets[0] = 1
+    resets[3, 1] = resets[5, 2] = resets[k, 3] = 1  # episode starts inside the history and at the update step
+    actions = torch.stack([torch.as_tensor(action_space.sample()) for _ in range(B)])
+    advantages = torch.randn(B, generator=g, dtype=torch.float64)
+    returns = torch.randn(B, generator=g, dtype=torch.float64)
+
+    def loss_of(new_state):
+        _, logprob, entropy, value = agent.get_action_and_value(new_state, actions)
+        return -(logprob * advantages).mean() + ((value.flatten() - returns) ** 2).mean() - 0.01 * entropy.mean()
+
+    zero_carry = mod.lru_zero_carry if script == "ppo_lru_rtrl" else mod.rtu_zero_carry
+    # the rollout: carry before step k
+    state, traces = zero_carry(B, 6, 4, torch.float64)
+    with torch.no_grad():
+        for t in range(k):
+            state, traces = agent.step(obs[t], state, traces, resets[t])
+    agent.zero_grad()
+    loss_of(agent.step_rtrl(obs[k], state, traces, resets[k])).backward()
+    rtrl = {name: p.grad.clone() for name, p in agent.named_parameters()}
+
+    # the reference: autograd through the whole history (the reference step is differentiable)
+    agent.zero_grad()
+    state, traces = zero_carry(B, 6, 4, torch.float64)
+    for t in range(k + 1):
+        x = agent.encoder(obs[t])
+        state, traces = _step_from_features(agent, script, x if t == k else x.detach(), state, traces, resets[t])
+    loss_of(state).backward()
+    assert any(p.grad.abs().max() > 1e-3 for p in agent.parameters())
+    for name, p in agent.named_parameters():
+        err = (rtrl[name] - p.grad).abs().max() / p.grad.abs().max().clamp_min(1e-12)
+        assert err < 1e-8, f"{name}: relative error {err:.2e}"
+
+
+def _step_from_features(agent, script, x, state, traces, reset):
+    """The reference recurrent step on encoder features x, differentiable by autograd (the kernels' torch path)."""
+    mod = importlib.import_module(script)
+    if script == "ppo_rtu_rtrl":
+        return mod.rtu_step(agent.rtu_params(), x, state, traces, reset, agent.recurrent_activation, backend="torch")
+    return mod.lru_step(agent.lru_params(), x, state, traces, reset, backend="torch")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("env_id", SMOKE_ENVS)
+def test_smoke(script, env_id, tmp_path):
+    proc = run_script(script, "--env-id", env_id, *PPO_SMOKE_ARGS, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "recurrent parameters:" in proc.stdout
+    scalars = read_scalars(tmp_path)
+    for tag in ("charts/SPS", "charts/rollout_time", "charts/update_time", "losses/value_loss", "losses/approx_kl"):
+        assert len(scalars[tag]) == 4, tag
+        assert all(math.isfinite(v) for _, v in scalars[tag]), tag
+    assert len(scalars["charts/episodic_return"]) > 0
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_same_seed_same_losses(script, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        proc = run_script(script, "--env-id", "popgym-RepeatPreviousEasy-v0", "--seed", "7", *PPO_SMOKE_ARGS, cwd=tmp_path / name)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs.append(read_scalars(tmp_path / name))
+    for tag in ("losses/value_loss", "losses/policy_loss", "losses/approx_kl", "charts/episodic_return"):
+        assert runs[0][tag] == runs[1][tag], tag
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_unknown_env_id_fails_clearly(script, tmp_path):
+    proc = run_script(script, "--env-id", "NoSuchEnv-v3", cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0
+    last_line = proc.stderr.strip().splitlines()[-1]
+    assert "unknown env id 'NoSuchEnv-v3'" in last_line and "popgym" in last_line and "Reacher-POMDP-v5" in last_line
