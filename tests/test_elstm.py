@@ -94,12 +94,13 @@ def test_segments_equal_bptt_over_concatenation():
 
 def _paper_text_step(params, x, state, traces, reset, backend):
     """The recursion as printed in the paper: diag = f + w_f*fhat (w_z*zhat dropped)."""
-    c_prev, tr = elstm._reset(state, traces, reset)
+    keep = (reset == 0)[:, None]
+    c_prev = torch.where(keep, state, 0.0)
     c, zhat, fhat, diag = elstm._gates(params, x, c_prev)
-    diag = diag - params.w_z * zhat
+    d = torch.where(keep, diag - params.w_z * zhat, 0.0)
     return c, ELSTMTraces(
-        F=diag[..., None] * tr.F + fhat[..., None] * x[:, None], Z=diag[..., None] * tr.Z + zhat[..., None] * x[:, None],
-        w_f=diag * tr.w_f + fhat * c_prev, w_z=diag * tr.w_z + zhat * c_prev, b_f=diag * tr.b_f + fhat, b_z=diag * tr.b_z + zhat,
+        F=d[..., None] * traces.F + fhat[..., None] * x[:, None], Z=d[..., None] * traces.Z + zhat[..., None] * x[:, None],
+        w_f=d * traces.w_f + fhat * c_prev, w_z=d * traces.w_z + zhat * c_prev, b_f=d * traces.b_f + fhat, b_z=d * traces.b_z + zhat,
     )
 
 

@@ -83,23 +83,19 @@ def _gates(params: ELSTMParams, x: Tensor, c_prev: Tensor):
     return c, zhat, fhat, diag
 
 
-def _reset(state: Tensor, traces: ELSTMTraces, reset: Tensor):
-    """Zero the previous state and traces of the samples whose episode starts at this step."""
-    keep = (reset == 0)[:, None]  # (B, 1)
-    return torch.where(keep, state, 0.0), ELSTMTraces(*(torch.where(keep if t.dim() == 2 else keep[..., None], t, 0.0) for t in traces))
-
-
 def _elstm_step_torch(params: ELSTMParams, x: Tensor, state: Tensor, traces: ELSTMTraces, reset: Tensor):
     """PyTorch reference of one step (SPEC 2.3), vectorised over the batch."""
-    c_prev, tr = _reset(state, traces, reset)
+    keep = (reset == 0)[:, None]  # (B, 1): False where an episode starts at this step
+    c_prev = torch.where(keep, state, 0.0)  # reset: previous state = 0 ...
     c, zhat, fhat, diag = _gates(params, x, c_prev)
+    decay = torch.where(keep, diag, 0.0)  # ... and previous traces = 0 (folded into their decay, saves a pass)
     new = ELSTMTraces(
-        F=diag[..., None] * tr.F + fhat[..., None] * x[:, None, :],  # S_F <- diag*S_F + fhat (outer) x
-        Z=diag[..., None] * tr.Z + zhat[..., None] * x[:, None, :],  # S_Z <- diag*S_Z + zhat (outer) x
-        w_f=diag * tr.w_f + fhat * c_prev,  # s_wf <- diag*s_wf + fhat*c_prev
-        w_z=diag * tr.w_z + zhat * c_prev,  # s_wz <- diag*s_wz + zhat*c_prev
-        b_f=diag * tr.b_f + fhat,  # s_bf <- diag*s_bf + fhat
-        b_z=diag * tr.b_z + zhat,  # s_bz <- diag*s_bz + zhat
+        F=decay[..., None] * traces.F + fhat[..., None] * x[:, None, :],  # S_F <- diag*S_F + fhat (outer) x
+        Z=decay[..., None] * traces.Z + zhat[..., None] * x[:, None, :],  # S_Z <- diag*S_Z + zhat (outer) x
+        w_f=decay * traces.w_f + fhat * c_prev,  # s_wf <- diag*s_wf + fhat*c_prev
+        w_z=decay * traces.w_z + zhat * c_prev,  # s_wz <- diag*s_wz + zhat*c_prev
+        b_f=decay * traces.b_f + fhat,  # s_bf <- diag*s_bf + fhat
+        b_z=decay * traces.b_z + zhat,  # s_bz <- diag*s_bz + zhat
     )
     return c, new
 
