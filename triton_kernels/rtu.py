@@ -101,29 +101,38 @@ def _act_and_grad(pre, activation):
 
 def _rtu_step_torch(params: RTUParams, x, state, traces: RTUTraces, reset, activation):
     _, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th = rtu_coefficients(params)
-    keep = 1 - reset.to(x.dtype)  # SPEC 2: zero state and traces at an episode start
-    prev = state * keep[:, None, None]  # [h1, h2]_{t-1} (or [c1, c2]_{t-1})
-    e_nu, e_th = traces.nu * keep[:, None, None], traces.theta * keep[:, None, None]
-    E_W1, E_W2 = traces.W1 * keep[:, None, None, None], traces.W2 * keep[:, None, None, None]
+    keep = (1 - reset.to(x.dtype))[:, None, None]  # SPEC 2: zero state and traces at an episode start
+    prev = state * keep  # [h1, h2]_{t-1} (or [c1, c2]_{t-1})
     wx = torch.stack((x @ params.W1.T, x @ params.W2.T), dim=1)  # [W1 x_t, W2 x_t]  (B,2,n)
-    gx = gamma[:, None] * x[:, None, :]  # gamma * x_t broadcast over units  (B,n,D)
-    zero = torch.zeros_like(gx)
     # pre1 = g*prev1 - phi*prev2 + gamma*W1x;  pre2 = g*prev2 + phi*prev1 + gamma*W2x
     pre = _rot(prev, g, phi) + gamma * wx
+    # non-linear RTU: h = f(pre), and every "1" trace is multiplied by f'(pre1), every "2" trace by f'(pre2);
+    # linear RTU: the state is c = pre and f' = 1 inside the recurrence.
+    h, fp = (pre, torch.ones_like(pre)) if activation == "linear" else _act_and_grad(pre, activation)
+    # Every trace update of SPEC 2.1 reads  e_new = f' * (R e_old + u),  with R the rotation-scaling
+    # (R e)_1 = g*e1 - phi*e2, (R e)_2 = g*e2 + phi*e1 (right-hand sides use the OLD traces) and u the input term.
+    # With f' and the reset folded into per-unit coefficients:  e_new = a*e_old + b*swap(e_old) + f'*u,
+    # a = f'*g*keep, b = f'*(-phi, +phi)*keep, swap(e1, e2) = (e2, e1); the big traces are touched 3 times.
+    a = fp * g * keep
+    b = fp * torch.stack((-phi, phi)) * keep
+
+    def rotate(e):  # f' * R e_old, zeroed at a reset
+        a_, b_ = (a, b) if e.dim() == 3 else (a[..., None], b[..., None])
+        return torch.addcmul(a_ * e, b_, e.flip(1))
+
     # e1_nu <- dg*prev1 + g*e1_nu - dphi*prev2 - phi*e2_nu + dgamma*W1x
     # e2_nu <- dg*prev2 + g*e2_nu + dphi*prev1 + phi*e1_nu + dgamma*W2x
-    e_nu = _rot(prev, dg, dphi) + _rot(e_nu, g, phi) + dgamma * wx
+    e_nu = rotate(traces.nu) + fp * (_rot(prev, dg, dphi) + dgamma * wx)
     # e_th: same form with the theta derivatives and no gamma term
-    e_th = _rot(prev, dg_th, dphi_th) + _rot(e_th, g, phi)
+    e_th = rotate(traces.theta) + fp * _rot(prev, dg_th, dphi_th)
+    fp_gx = (fp * gamma)[..., None] * x[:, None, None, :]  # f' * gamma * x_t, broadcast over units  (B,2,n,D)
     # E1_W1 <- g*E1_W1 - phi*E2_W1 + gamma*x;  E2_W1 <- g*E2_W1 + phi*E1_W1
-    E_W1 = _rot(E_W1, g[:, None], phi[:, None]) + torch.stack((gx, zero), dim=1)
+    E_W1 = rotate(traces.W1)
+    E_W1[:, 0] += fp_gx[:, 0]
     # E1_W2 <- g*E1_W2 - phi*E2_W2;  E2_W2 <- g*E2_W2 + phi*E1_W2 + gamma*x
-    E_W2 = _rot(E_W2, g[:, None], phi[:, None]) + torch.stack((zero, gx), dim=1)
-    if activation == "linear":
-        return pre, RTUTraces(e_nu, e_th, E_W1, E_W2)
-    # non-linear RTU: h = f(pre); "1" traces times f'(pre1), "2" traces times f'(pre2)
-    h, fp = _act_and_grad(pre, activation)
-    return h, RTUTraces(e_nu * fp, e_th * fp, E_W1 * fp[..., None], E_W2 * fp[..., None])
+    E_W2 = rotate(traces.W2)
+    E_W2[:, 1] += fp_gx[:, 1]
+    return h, RTUTraces(e_nu, e_th, E_W1, E_W2)
 
 
 @triton.jit
