@@ -1,0 +1,659 @@
+"""Offline learning curves, aggregate scores and tables from TensorBoard runs (no wandb needed).
+
+RL runs (PPO scripts, r2ac_elstm.py, anything that writes CleanRL-style run directories):
+
+    python scripts/plot.py --runs runs --out results/popgym --envs ^popgym- --exps ^ppo_ --popgym
+    python scripts/plot.py --runs runs --out results/mujoco_pv --envs '-[PV]-v5$' --exps '^ppo_'
+    python scripts/plot.py --runs runs --out results/copy_task --envs '^copy' --tag copy/val_seq_acc --xlabel sequences
+
+Every directory under --runs that holds TensorBoard event files and is named `{env_id}__{exp_name}__{seed}__{time}`
+is one run (directories whose name starts with '.' are skipped: the sweeps' scratch space). Runs are grouped into
+tasks (env_id) and architectures (exp_name; the sweeps pass one --exp-name per setting); if (env_id, exp_name, seed)
+repeats, the newest run is used. Outputs in --out:
+
+- curves.png and curves/<env>.png: the --tag scalar (default charts/episodic_return) resampled onto a common grid of
+  env steps (mean of the episodes that ended in each grid interval, carried forward over empty intervals), mean over
+  seeds with a 95% bootstrap confidence interval over seeds, one line per architecture;
+- scores.csv: one row per run: final score (mean of the last 10% of the episodes) and MMER;
+- aggregate_<score>.png, aggregate.json: IQM and mean over tasks x seeds of the per-run score, with 95% stratified
+  bootstrap confidence intervals (rliable's method, implemented here with numpy: runs are resampled with replacement
+  within each task). Scores are normalised per task to [0, 1] by the min and max over all runs of that task (all
+  architectures) before they are pooled across tasks (--normalize none pools raw scores);
+- summary.md: per-task tables (mean +- std over seeds, 95% bootstrap CI, n seeds) and the aggregate table.
+
+MMER (--popgym, POPGym's metric; SPEC 7): per run, the maximum over training of the mean episodic return of a batch
+of episodes; a batch = the episodes that ended within one iteration of the algorithm (iterations are delimited by the
+steps at which --batch-tag, default charts/SPS, is logged once per iteration), consecutive batches being merged until
+they hold at least --mmer-min-episodes episodes; reported as mean +- std over seeds.
+
+Trace conditioning (td_animal_learning.py --summary-path files, or its logs with FINAL_MSRE lines):
+
+    python scripts/plot.py --trace runs/summaries/trace_conditioning --out results/trace_conditioning
+
+writes msre.md (MSRE per ISI x architecture x truncation length x size, mean +- std and 95% bootstrap CI over
+seeds), msre_vs_compute_isi<ISI>.png (MSRE against analytic FLOPs per step), msre_vs_params_isi<ISI>.png (against
+recurrent parameters), msre_vs_T_isi<ISI>.png and time_vs_T_isi<ISI>.png (MSRE and seconds per step against the
+truncation length T; RTRL learners, which have no T, as horizontal lines), and trace_records.csv.
+"""
+import argparse
+import csv
+import glob
+import json
+import math
+import os
+import re
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Statistics
+# ---------------------------------------------------------------------------------------------------------------
+def iqm(x, axis=-1):
+    """Interquartile mean (scipy.stats.trim_mean(x, 0.25), as rliable): drop int(0.25 n) values at each end."""
+    x = np.sort(np.asarray(x, dtype=float), axis=axis)
+    n = x.shape[axis]
+    k = int(0.25 * n)
+    return np.take(x, np.arange(k, n - k), axis=axis).mean(axis=axis)
+
+
+def mean(x, axis=-1):
+    return np.asarray(x, dtype=float).mean(axis=axis)
+
+
+def stratified_bootstrap(groups, stat, reps=2000, conf=0.95, seed=0):
+    """Point estimate and percentile CI of stat(pooled scores) under the stratified bootstrap of rliable.
+
+    groups: one 1-D array of run scores per task. Each replicate resamples, with replacement, the runs of every task
+    separately (the number of runs per task is kept) and applies stat to the pooled resampled scores.
+    """
+    groups = [np.asarray(g, dtype=float) for g in groups if len(g)]
+    point = float(stat(np.concatenate(groups)))
+    rng = np.random.default_rng(seed)
+    pooled = np.concatenate([g[rng.integers(0, len(g), size=(reps, len(g)))] for g in groups], axis=1)
+    stats = stat(pooled, axis=1)
+    lo, hi = np.percentile(stats, [50 * (1 - conf), 50 * (1 + conf)])
+    return point, float(lo), float(hi)
+
+
+def bootstrap_mean_ci(y, reps=1000, conf=0.95, seed=0):
+    """Mean over axis 0 (seeds) of y (seeds x points, NaN = missing) and its percentile bootstrap CI over seeds."""
+    y = np.asarray(y, dtype=float)
+    with np.errstate(all="ignore"), _quiet_nan_warnings():
+        m = np.nanmean(y, axis=0)
+        if y.shape[0] < 2:
+            return m, m.copy(), m.copy()
+        idx = np.random.default_rng(seed).integers(0, y.shape[0], size=(reps, y.shape[0]))
+        means = np.nanmean(y[idx], axis=1)  # reps x points
+        lo, hi = np.nanpercentile(means, [50 * (1 - conf), 50 * (1 + conf)], axis=0)
+    return m, lo, hi
+
+
+class _quiet_nan_warnings:
+    def __enter__(self):
+        import warnings
+
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+
+    def __exit__(self, *exc):
+        return self._ctx.__exit__(*exc)
+
+
+def final_score(values, last_frac=0.1):
+    """Mean of the last `last_frac` of the values (at least one): the final return of a run."""
+    values = np.asarray(values, dtype=float)
+    if len(values) == 0:
+        return float("nan")
+    k = max(1, int(math.ceil(last_frac * len(values))))
+    return float(values[-k:].mean())
+
+
+def mmer(steps, returns, boundaries=None, min_episodes=1, window=100):
+    """Max over training of the mean episodic return of a batch of episodes (POPGym's MMER).
+
+    boundaries: sorted env steps that end the iterations (e.g. the steps of charts/SPS); the batch of iteration i
+    holds the episodes with boundaries[i-1] < step <= boundaries[i] (episodes after the last boundary form one more
+    batch). Consecutive non-empty batches are merged until a batch holds at least `min_episodes` episodes (a trailing
+    batch with fewer is merged into the previous one). Without boundaries: consecutive windows of `window` episodes
+    (the last, shorter window is merged into the previous one).
+    """
+    steps, returns = np.asarray(steps), np.asarray(returns, dtype=float)
+    if len(returns) == 0:
+        return float("nan")
+    if boundaries is not None and len(boundaries):
+        ids = np.searchsorted(np.asarray(boundaries), steps, side="left")
+        batches = [returns[ids == i] for i in np.unique(ids)]
+    else:
+        batches = [returns[i: i + window] for i in range(0, len(returns), window)]
+        min_episodes = max(min_episodes, window)
+    merged, cur = [], np.empty(0)
+    for b in batches:
+        cur = np.concatenate([cur, b])
+        if len(cur) >= min_episodes:
+            merged.append(cur)
+            cur = np.empty(0)
+    if len(cur):
+        if merged:
+            merged[-1] = np.concatenate([merged[-1], cur])
+        else:
+            merged.append(cur)
+    return float(max(b.mean() for b in merged))
+
+
+def normalize_per_task(scores, how="minmax"):
+    """scores: {task: {arch: array of run scores}} -> same structure, min-max normalised over all runs of a task."""
+    if how == "none":
+        return {t: {a: np.asarray(v, dtype=float) for a, v in d.items()} for t, d in scores.items()}
+    out = {}
+    for task, d in scores.items():
+        allv = np.concatenate([np.asarray(v, dtype=float) for v in d.values()])
+        lo, hi = np.nanmin(allv), np.nanmax(allv)
+        scale = hi - lo if hi > lo else 1.0
+        out[task] = {a: (np.asarray(v, dtype=float) - lo) / scale for a, v in d.items()}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TensorBoard runs
+# ---------------------------------------------------------------------------------------------------------------
+def parse_run_name(name):
+    """`{env_id}__{exp_name}__{seed}__{time}` -> (env_id, exp_name, seed), or None if the name does not fit."""
+    parts = name.split("__")
+    if len(parts) < 4 or not re.fullmatch(r"\d+(\.\d+)?", parts[-1]) or not re.fullmatch(r"-?\d+", parts[-2]):
+        return None
+    return parts[0], "__".join(parts[1:-2]), int(parts[-2])
+
+
+def find_run_dirs(root):
+    """Directories under root holding TensorBoard event files (hidden directories are skipped)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        if any(f.startswith("events.out.tfevents") for f in filenames):
+            found.append(dirpath)
+    return found
+
+
+def load_scalars(run_dir, tags):
+    """{tag: (steps, values)} for the tags present in the run (all events: no reservoir down-sampling)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
+    acc.Reload()
+    present = set(acc.Tags().get("scalars", []))
+    out = {}
+    for tag in tags:
+        if tag in present:
+            ev = acc.Scalars(tag)
+            steps = np.array([e.step for e in ev], dtype=np.int64)
+            vals = np.array([e.value for e in ev], dtype=float)
+            order = np.argsort(steps, kind="stable")
+            out[tag] = (steps[order], vals[order])
+    return out
+
+
+def load_runs(roots, tag, batch_tag, env_re=None, exp_re=None):
+    """[{env, exp, seed, name, steps, values, boundaries}], the newest run kept when (env, exp, seed) repeats."""
+    best, skipped = {}, []
+    for root in roots:
+        if not os.path.isdir(root):
+            sys.exit(f"error: --runs {root} is not a directory")
+        for d in find_run_dirs(root):
+            name = os.path.basename(os.path.normpath(d))
+            parsed = parse_run_name(name)
+            if parsed is None:
+                skipped.append(f"{d} (name is not env__exp__seed__time)")
+                continue
+            env, exp, seed = parsed
+            if (env_re and not re.search(env_re, env)) or (exp_re and not re.search(exp_re, exp)):
+                continue
+            stamp = float(name.split("__")[-1])
+            key = (env, exp, seed)
+            if key in best and best[key][0] >= stamp:
+                skipped.append(f"{d} (older duplicate of {key})")
+                continue
+            if key in best:
+                skipped.append(f"{best[key][1]} (older duplicate of {key})")
+            best[key] = (stamp, d)
+    runs = []
+    for (env, exp, seed), (_, d) in sorted(best.items()):
+        sc = load_scalars(d, [tag, batch_tag])
+        if tag not in sc or len(sc[tag][0]) == 0:
+            skipped.append(f"{d} (no '{tag}' scalars)")
+            continue
+        steps, values = sc[tag]
+        runs.append(dict(env=env, exp=exp, seed=seed, dir=d, steps=steps, values=values,
+                         boundaries=sc[batch_tag][0] if batch_tag in sc else None))
+    return runs, skipped
+
+
+def resample(steps, values, grid):
+    """Mean of the values logged in each grid interval (grid[i-1], grid[i]] (the first one includes step 0),
+    carried forward over empty intervals; NaN before the first value and after the run's last logged step."""
+    steps, values = np.asarray(steps), np.asarray(values, dtype=float)
+    ids = np.searchsorted(grid, steps, side="left")  # interval index of each value
+    keep = ids < len(grid)
+    sums = np.bincount(ids[keep], weights=values[keep], minlength=len(grid))
+    counts = np.bincount(ids[keep], minlength=len(grid))
+    out = np.full(len(grid), np.nan)
+    last = np.nan
+    last_id = ids[keep].max() if keep.any() else -1
+    for i in range(len(grid)):
+        if counts[i]:
+            last = sums[i] / counts[i]
+        out[i] = last if i <= last_id else np.nan
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# RL report
+# ---------------------------------------------------------------------------------------------------------------
+def fmt(x, digits=3):
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    ax = abs(x)
+    if ax != 0 and (ax >= 1e5 or ax < 1e-3):
+        return f"{x:.{digits}g}"
+    return f"{x:.{digits}f}" if ax < 100 else f"{x:.1f}"
+
+
+def colors_for(names):
+    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
+
+
+def plot_curves(runs, tasks, archs, colors, args):
+    os.makedirs(os.path.join(args.out, "curves"), exist_ok=True)
+    ncol = min(3, len(tasks))
+    nrow = int(math.ceil(len(tasks) / ncol))
+    big, axes = plt.subplots(nrow, ncol, figsize=(5.2 * ncol, 3.6 * nrow), squeeze=False)
+    for k, task in enumerate(tasks):
+        trs = [r for r in runs if r["env"] == task]
+        grid = np.linspace(0, max(int(r["steps"].max()) for r in trs), args.points + 1)[1:]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for target in (ax, axes[k // ncol][k % ncol]):
+            for arch in archs:
+                ar = [r for r in trs if r["exp"] == arch]
+                if not ar:
+                    continue
+                y = np.stack([resample(r["steps"], r["values"], grid) for r in ar])
+                m, lo, hi = bootstrap_mean_ci(y, reps=args.reps, seed=args.seed)
+                target.plot(grid, m, color=colors[arch], label=f"{arch} (n={len(ar)})", lw=1.5)
+                target.fill_between(grid, lo, hi, color=colors[arch], alpha=0.2, lw=0)
+            target.set_title(task, fontsize=10)
+            target.set_xlabel(args.xlabel)
+            target.set_ylabel(args.tag.split("/")[-1].replace("_", " "))
+            target.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(args.out, "curves", f"{task}.png"), dpi=120)
+        plt.close(fig)
+    for k in range(len(tasks), nrow * ncol):
+        axes[k // ncol][k % ncol].axis("off")
+    handles = {}
+    for a in axes.flat:
+        for h, lab in zip(*a.get_legend_handles_labels()):
+            handles.setdefault(lab.split(" (n=")[0], h)
+    big.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 4), fontsize=8,
+               bbox_to_anchor=(0.5, 0.0))
+    big.suptitle(f"{args.tag}: mean over seeds, 95% bootstrap CI", fontsize=11)
+    big.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(handles) / 4), 1, 0.97))
+    big.savefig(os.path.join(args.out, "curves.png"), dpi=120)
+    plt.close(big)
+
+
+def aggregate(scores_norm, archs, args):
+    """{arch: {metric: (point, lo, hi), tasks, runs}} over the tasks each arch ran."""
+    res = {}
+    for arch in archs:
+        groups = [d[arch] for d in scores_norm.values() if arch in d and len(d[arch])]
+        if not groups:
+            continue
+        entry = {"tasks": len(groups), "runs": int(sum(len(g) for g in groups))}
+        for name, stat in (("IQM", iqm), ("mean", mean)):
+            entry[name] = stratified_bootstrap(groups, stat, reps=args.reps, seed=args.seed)
+        res[arch] = entry
+    return res
+
+
+def plot_aggregate(agg, colors, path, title):
+    archs = list(agg)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.5 * len(archs) + 1.6), sharey=True)
+    for ax, metric in zip(axes, ("IQM", "mean")):
+        for i, arch in enumerate(archs):
+            p, lo, hi = agg[arch][metric]
+            ax.barh(i, hi - lo, left=lo, height=0.6, color=colors[arch], alpha=0.6)
+            ax.plot([p, p], [i - 0.3, i + 0.3], color="k", lw=2)
+        ax.set_yticks(range(len(archs)), archs)
+        ax.set_title(metric)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def rl_report(args):
+    runs, skipped = load_runs(args.runs, args.tag, args.batch_tag, args.envs, args.exps)
+    for s in skipped:
+        print(f"skipped {s}", file=sys.stderr)
+    if not runs:
+        sys.exit(f"error: no runs with '{args.tag}' scalars under {', '.join(args.runs)}")
+    os.makedirs(args.out, exist_ok=True)
+    tasks = sorted({r["env"] for r in runs})
+    archs = sorted({r["exp"] for r in runs})
+    colors = colors_for(archs)
+    for r in runs:
+        r["final"] = final_score(r["values"], args.last_frac)
+        r["mmer"] = mmer(r["steps"], r["values"], r["boundaries"], args.mmer_min_episodes, args.mmer_window)
+    print(f"{len(runs)} runs, {len(tasks)} tasks, {len(archs)} architectures")
+
+    with open(os.path.join(args.out, "scores.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["env", "exp", "seed", "final", "mmer", "episodes", "last_step", "run_dir"])
+        for r in runs:
+            w.writerow([r["env"], r["exp"], r["seed"], r["final"], r["mmer"], len(r["values"]), int(r["steps"].max()),
+                        os.path.relpath(r["dir"])])
+
+    plot_curves(runs, tasks, archs, colors, args)
+
+    score_names = ["final", "mmer"] if args.popgym else ["final"]
+    label = {"final": f"final score (mean {args.tag} over the last {args.last_frac:.0%} of episodes)",
+             "mmer": "MMER (max over training of the mean episodic return of a batch)"}
+    short = {"final": f"final {args.tag.split('/')[-1].replace('_', ' ')} (last {args.last_frac:.0%} of episodes)",
+             "mmer": "MMER"}
+    norm_note = ("scores normalised per task to [0, 1] by the min and max over all runs of that task (all "
+                 "architectures) before pooling across tasks" if args.normalize == "minmax"
+                 else "raw (unnormalised) scores pooled across tasks")
+    md = [f"# Results: {args.tag}", "",
+          f"Runs: {len(runs)} ({len(tasks)} tasks x {len(archs)} architectures) from {', '.join(args.runs)}. "
+          f"Per-run final score = mean of the last {args.last_frac:.0%} of the episodes.", ""]
+    summary = {"tag": args.tag, "normalization": args.normalize, "last_frac": args.last_frac, "reps": args.reps,
+               "per_task": {}, "aggregate": {}}
+    for sname in score_names:
+        md += [f"## Per task: {label[sname]}", "",
+               "Mean ± std over seeds [95% bootstrap CI over seeds] (n = number of seeds).", "",
+               "| task | " + " | ".join(archs) + " |", "|-|" + "-|" * len(archs)]
+        table = defaultdict(dict)
+        for task in tasks:
+            cells = []
+            for arch in archs:
+                v = np.array([r[sname] for r in runs if r["env"] == task and r["exp"] == arch])
+                if len(v) == 0:
+                    cells.append("-")
+                    continue
+                m, lo, hi = bootstrap_mean_ci(v[:, None], reps=args.reps, seed=args.seed)
+                sd = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+                cells.append(f"{fmt(float(m[0]))} ± {fmt(sd)} [{fmt(float(lo[0]))}, {fmt(float(hi[0]))}] (n={len(v)})")
+                table[task][arch] = {"mean": float(m[0]), "std": sd, "ci": [float(lo[0]), float(hi[0])], "n": len(v),
+                                     "values": v.tolist()}
+            md.append(f"| {task} | " + " | ".join(cells) + " |")
+        md.append("")
+        summary["per_task"][sname] = table
+
+        raw = {t: {a: np.array([r[sname] for r in runs if r["env"] == t and r["exp"] == a]) for a in archs} for t in tasks}
+        raw = {t: {a: v for a, v in d.items() if len(v)} for t, d in raw.items()}
+        agg = aggregate(normalize_per_task(raw, args.normalize), archs, args)
+        summary["aggregate"][sname] = {a: {"IQM": list(e["IQM"]), "mean": list(e["mean"]), "tasks": e["tasks"],
+                                           "runs": e["runs"]} for a, e in agg.items()}
+        md += [f"## Aggregate over tasks x seeds: {label[sname]}", "",
+               f"IQM and mean with 95% stratified-bootstrap CIs ({args.reps} replicates; runs resampled within each "
+               f"task). Normalisation: {norm_note}.", "",
+               "| architecture | IQM [95% CI] | mean [95% CI] | tasks | runs |", "|-|-|-|-|-|"]
+        for a, e in agg.items():
+            md.append(f"| {a} | {fmt(e['IQM'][0])} [{fmt(e['IQM'][1])}, {fmt(e['IQM'][2])}] | "
+                      f"{fmt(e['mean'][0])} [{fmt(e['mean'][1])}, {fmt(e['mean'][2])}] | {e['tasks']} | {e['runs']} |")
+        md.append("")
+        plot_aggregate(agg, colors, os.path.join(args.out, f"aggregate_{sname}.png"),
+                       f"{short[sname]} over tasks x seeds"
+                       f"{', min-max normalised per task' if args.normalize == 'minmax' else ''}; "
+                       "95% stratified bootstrap CI")
+    if args.popgym:
+        md += ["MMER batches: the episodes that ended within one iteration (delimited by the steps of "
+               f"'{args.batch_tag}'), merged until a batch holds >= {args.mmer_min_episodes} episodes.", ""]
+    with open(os.path.join(args.out, "summary.md"), "w") as f:
+        f.write("\n".join(md))
+    with open(os.path.join(args.out, "aggregate.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    print("\n".join(md))
+    print(f"wrote {args.out}/summary.md, scores.csv, aggregate.json, curves.png, curves/*.png, aggregate_*.png")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trace conditioning report
+# ---------------------------------------------------------------------------------------------------------------
+_INT_FIELDS = ("isi", "isi_lo", "isi_hi", "seed", "steps", "params", "total_params", "hidden_size", "tbptt_len",
+               "num_distractors")
+_FLOAT_FIELDS = ("msre", "msre_last_bin", "flops_per_step", "sec_per_step", "gamma", "learning_rate", "td_lambda")
+
+
+def _typed(rec):
+    out = dict(rec)
+    for k in _INT_FIELDS + _FLOAT_FIELDS:
+        if k not in out:
+            continue
+        v = out[k]
+        if v is None or (isinstance(v, str) and v.strip() in ("", "None", "none", "null")):
+            out[k] = None
+        else:
+            out[k] = int(float(v)) if k in _INT_FIELDS else float(v)
+    return out
+
+
+def load_trace_records(paths):
+    """Records of td_animal_learning.py runs from JSON / CSV summaries or logs with FINAL_MSRE lines."""
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            for ext in ("json", "csv", "log", "txt"):
+                files += sorted(glob.glob(os.path.join(p, "**", f"*.{ext}"), recursive=True))
+        elif os.path.exists(p):
+            files.append(p)
+        else:
+            sys.exit(f"error: --trace {p} does not exist")
+    recs = []
+    for fpath in files:
+        if fpath.endswith(".json"):
+            with open(fpath) as f:
+                data = json.load(f)
+            recs += [dict(d, _src=fpath) for d in (data if isinstance(data, list) else [data])]
+        elif fpath.endswith(".csv"):
+            with open(fpath, newline="") as f:
+                recs += [dict(d, _src=fpath) for d in csv.DictReader(f)]
+        else:
+            with open(fpath, errors="replace") as f:
+                for line in f:
+                    if line.startswith("FINAL_MSRE"):
+                        recs.append(dict(re.findall(r"(\w+)=(\S+)", line), _src=fpath))
+    recs = [_typed(r) for r in recs if "msre" in r and "arch" in r]
+    seen, out, dup = set(), [], 0
+    for r in sorted(recs, key=lambda r: not r["_src"].endswith((".json", ".csv"))):  # summaries before logs
+        key = tuple(r.get(k) for k in ("arch", "isi", "seed", "tbptt_len", "params", "steps"))
+        if key in seen:
+            dup += 1
+            continue
+        seen.add(key)
+        out.append(r)
+    if dup:
+        print(f"note: {dup} duplicate trace records ignored (same arch, isi, seed, T, params, steps)", file=sys.stderr)
+    return out
+
+
+def trace_groups(recs):
+    """{(isi, arch, T, params): [records]}"""
+    groups = defaultdict(list)
+    for r in recs:
+        groups[(r.get("isi"), r["arch"], r.get("tbptt_len"), r.get("params"))].append(r)
+    return groups
+
+
+def _sort_key(key):
+    return tuple((0, x, "") if isinstance(x, (int, float)) else (1, 0, str(x)) for x in key)
+
+
+def trace_report(args):
+    recs = load_trace_records(args.trace)
+    if not recs:
+        sys.exit(f"error: no trace-conditioning records found in {', '.join(args.trace)}")
+    os.makedirs(args.out, exist_ok=True)
+    groups = trace_groups(recs)
+    rows = []
+    for (isi, arch, T, params), rs in sorted(groups.items(), key=lambda kv: _sort_key(kv[0])):
+        v = np.array([r["msre"] for r in rs], dtype=float)
+        m, lo, hi = bootstrap_mean_ci(v[:, None], reps=args.reps, seed=args.seed)
+        secs = [r["sec_per_step"] for r in rs if r.get("sec_per_step") is not None]
+        rows.append(dict(isi=isi, arch=arch, T=T, params=params, flops=rs[0].get("flops_per_step"),
+                         sec=float(np.mean(secs)) if secs else None, msre=float(m[0]),
+                         std=float(v.std(ddof=1)) if len(v) > 1 else 0.0, lo=float(lo[0]), hi=float(hi[0]),
+                         n=len(v), steps=rs[0].get("steps")))
+    archs = sorted({r["arch"] for r in rows})
+    colors = colors_for(archs)
+    md = ["# Trace conditioning: MSRE", "",
+          "MSRE = mean over the run of (v_t - G_t)^2 (SPEC 6); mean ± std over seeds [95% bootstrap CI over seeds] "
+          "(n = number of seeds). "
+          "T = truncation length of the T-BPTT learners (RTRL learners: -). FLOPs/step counted analytically.", ""]
+    for isi in sorted({r["isi"] for r in rows}, key=str):
+        rr = [r for r in rows if r["isi"] == isi]
+        md += [f"## ISI {isi}", "", "| architecture | T | recurrent params | FLOPs/step | sec/step | steps | MSRE |",
+               "|-|-|-|-|-|-|-|"]
+        for r in rr:
+            flops = "n/a" if r["flops"] is None else f"{r['flops']:,.0f}"
+            sec = "n/a" if r["sec"] is None else f"{r['sec']:.3g}"
+            T = "-" if r["T"] is None else r["T"]
+            md.append(f"| {r['arch']} | {T} | {r['params']} | {flops} | {sec} | {r['steps']} | "
+                      f"{r['msre']:.3g} ± {r['std']:.2g} [{r['lo']:.3g}, {r['hi']:.3g}] (n={r['n']}) |")
+        md.append("")
+        _trace_plots(rr, isi, archs, colors, args.out)
+    with open(os.path.join(args.out, "msre.md"), "w") as f:
+        f.write("\n".join(md))
+    keys = sorted({k for r in recs for k in r if not k.startswith("_")})
+    with open(os.path.join(args.out, "trace_records.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, keys, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(recs)
+    print("\n".join(md))
+    print(f"wrote {args.out}/msre.md, trace_records.csv and msre_vs_*/time_vs_T_*.png")
+
+
+def _errbar(ax, xs, rs, color, label, marker="o"):
+    y = np.array([r["msre"] for r in rs])
+    yerr = np.array([[r["msre"] - r["lo"] for r in rs], [r["hi"] - r["msre"] for r in rs]])
+    ax.errorbar(xs, y, yerr=yerr, color=color, marker=marker, ms=4, capsize=2, lw=1.2, label=label)
+
+
+def _trace_plots(rows, isi, archs, colors, out):
+    # MSRE vs compute and vs parameters: one series per (arch, T) across sizes; T-BPTT archs also join their T values
+    for xkey, fname, xlabel in (("flops", "msre_vs_compute", "FLOPs per step (analytic)"),
+                                ("params", "msre_vs_params", "recurrent parameters")):
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        annotated = set()
+        for arch in archs:
+            ar = [r for r in rows if r["arch"] == arch and r[xkey] is not None]
+            if not ar:
+                continue
+            if xkey == "flops":  # compute grows with T and with the size: one line through all points by compute
+                ar = sorted(ar, key=lambda r: r["flops"])
+                _errbar(ax, [r["flops"] for r in ar], ar, colors[arch], arch)
+                for r in ar:
+                    if r["T"] is not None and (r["flops"], r["T"]) not in annotated:
+                        annotated.add((r["flops"], r["T"]))
+                        ax.annotate(f"T={r['T']}", (r["flops"], r["msre"]), fontsize=6, xytext=(3, 3),
+                                    textcoords="offset points")
+            else:
+                for j, T in enumerate(sorted({r["T"] for r in ar}, key=lambda t: -1 if t is None else t)):
+                    tr = sorted([r for r in ar if r["T"] == T], key=lambda r: r["params"])
+                    _errbar(ax, [r["params"] for r in tr], tr, colors[arch],
+                            arch if T is None else f"{arch} T={T}", marker="os^vD<>ph*"[j % 10])
+        xs = [r[xkey] for r in rows if r[xkey] is not None]
+        if xs and max(xs) > 3 * min(xs) > 0:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
+            ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("MSRE (mean over seeds, 95% CI)")
+        ax.set_title(f"Trace conditioning, ISI {isi}")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, f"{fname}_isi{isi}.png"), dpi=120)
+        plt.close(fig)
+    # MSRE and time per step vs T (RTRL learners: horizontal lines)
+    Ts = sorted({r["T"] for r in rows if r["T"] is not None})
+    for ykey, fname, ylabel in (("msre", "msre_vs_T", "MSRE"), ("sec", "time_vs_T", "seconds per step")):
+        fig, ax = plt.subplots(figsize=(6.5, 4.2))
+        for arch in archs:
+            ar = [r for r in rows if r["arch"] == arch and r[ykey] is not None]
+            for params in sorted({r["params"] for r in ar}, key=lambda p: -1 if p is None else p):
+                pr = [r for r in ar if r["params"] == params]
+                lab = arch if len({r["params"] for r in ar}) == 1 else f"{arch} ({params} params)"
+                tr = sorted([r for r in pr if r["T"] is not None], key=lambda r: r["T"])
+                if tr:
+                    if ykey == "msre":
+                        _errbar(ax, [r["T"] for r in tr], tr, colors[arch], lab)
+                    else:
+                        ax.plot([r["T"] for r in tr], [r["sec"] for r in tr], "o-", color=colors[arch], label=lab)
+                for r in [r for r in pr if r["T"] is None]:
+                    ax.axhline(r[ykey], color=colors[arch], ls="--", lw=1.2, label=f"{lab} (RTRL)")
+        if Ts:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(Ts, [str(t) for t in Ts])
+        ax.set_xlabel("truncation length T (T-BPTT)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"Trace conditioning, ISI {isi}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, f"{fname}_isi{isi}.png"), dpi=120)
+        plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("--runs", nargs="+", help="directories holding CleanRL-style TensorBoard run directories")
+    p.add_argument("--trace", nargs="+", help="trace-conditioning summaries: JSON/CSV files, logs, or directories")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--tag", default="charts/episodic_return", help="scalar tag of the curves and scores")
+    p.add_argument("--xlabel", default="environment steps", help="x-axis label of the curves (the TensorBoard step)")
+    p.add_argument("--popgym", action="store_true", help="also report MMER (POPGym's metric)")
+    p.add_argument("--envs", help="regex: only tasks (env ids) matching it")
+    p.add_argument("--exps", help="regex: only architectures (exp names) matching it")
+    p.add_argument("--points", type=int, default=100, help="points of the common step grid of the curves")
+    p.add_argument("--last-frac", type=float, default=0.1, help="final score = mean of this last fraction of episodes")
+    p.add_argument("--normalize", choices=("minmax", "none"), default="minmax",
+                   help="per-task normalisation of the scores before pooling across tasks")
+    p.add_argument("--batch-tag", default="charts/SPS", help="scalar logged once per iteration: MMER batch boundaries")
+    p.add_argument("--mmer-min-episodes", type=int, default=10, help="MMER: merge batches until they hold this many")
+    p.add_argument("--mmer-window", type=int, default=100, help="MMER without --batch-tag: episodes per batch")
+    p.add_argument("--reps", type=int, default=2000, help="bootstrap replicates")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    args = p.parse_args(argv)
+    if not args.runs and not args.trace:
+        p.error("give --runs and/or --trace")
+    if not 0 < args.last_frac <= 1:
+        p.error("--last-frac must be in (0, 1]")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.runs:
+        rl_report(args)
+    if args.trace:
+        trace_report(args)
+
+
+if __name__ == "__main__":
+    main()

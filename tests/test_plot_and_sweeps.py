@@ -1,0 +1,311 @@
+"""scripts/plot.py (curves, IQM + stratified bootstrap, MMER, trace-conditioning tables) and the sweep scripts
+(dry runs, resuming, local execution, SLURM array files). Fast: no training is run; sweeps execute a fake python."""
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, "scripts")
+
+
+@pytest.fixture(scope="module")
+def plot():
+    spec = importlib.util.spec_from_file_location("plot_script", os.path.join(SCRIPTS, "plot.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def test_iqm_hand_values(plot):
+    assert plot.iqm(np.arange(1, 9)) == pytest.approx(4.5)  # n=8: drop 2 each end -> mean(3,4,5,6)
+    assert plot.iqm([100, 1, 3, 2, 4]) == pytest.approx(3.0)  # n=5: drop 1 each end -> mean(2,3,4)
+    assert plot.iqm([[1, 2, 3, 4], [0, 0, 0, 8]], axis=1) == pytest.approx([2.5, 0.0])
+
+
+def test_stratified_bootstrap_resamples_within_tasks(plot):
+    # within each task all runs are equal: every stratified replicate is exactly the point estimate (a bootstrap over
+    # the pooled runs would mix the tasks and give a wide interval)
+    p, lo, hi = plot.stratified_bootstrap([[0.0, 0.0], [1.0, 1.0]], plot.mean, reps=500)
+    assert (p, lo, hi) == (0.5, 0.5, 0.5)
+    # one task, runs {0, 1}: replicate means are 0, .5, 1 with probs 1/4, 1/2, 1/4 -> the 95% interval is [0, 1]
+    p, lo, hi = plot.stratified_bootstrap([[0.0, 1.0]], plot.mean, reps=4000)
+    assert (p, lo, hi) == (0.5, 0.0, 1.0)
+    rng = np.random.default_rng(1)
+    groups = [rng.normal(size=5), rng.normal(3, 2, size=4), rng.normal(-1, size=6)]
+    p, lo, hi = plot.stratified_bootstrap(groups, plot.iqm, reps=2000)
+    assert p == pytest.approx(plot.iqm(np.concatenate(groups)))
+    assert lo < p < hi and hi - lo < 3
+
+
+def test_mmer_and_final_score_hand_values(plot):
+    steps = np.array([1, 2, 3, 4, 5, 6])
+    rets = np.array([0.0, 1.0, 4.0, 6.0, 2.0, 2.0])
+    # batches by boundaries: (..3] -> [0,1,4] mean 5/3; (3..6] -> [6,2,2] mean 10/3
+    assert plot.mmer(steps, rets, boundaries=[3, 6]) == pytest.approx(10 / 3)
+    # boundaries every 2 steps: means .5, 5, 2 -> 5
+    assert plot.mmer(steps, rets, boundaries=[2, 4, 6]) == pytest.approx(5.0)
+    # same with batches merged to >= 3 episodes: [0,1,4,6] (2.75) then [2,2] is too small -> merged into it (2.5)
+    assert plot.mmer(steps, rets, boundaries=[2, 4, 6], min_episodes=3) == pytest.approx(2.5)
+    # no boundaries: windows of 4 episodes, the last short window merged -> one batch of all 6 (mean 2.5)
+    assert plot.mmer(steps, rets, window=4) == pytest.approx(2.5)
+    assert plot.mmer(steps, rets, window=2) == pytest.approx(5.0)
+    assert plot.final_score(np.arange(20.0)) == pytest.approx(18.5)  # last 10% = last 2
+    assert plot.final_score([7.0, 1.0, 3.0], 0.1) == pytest.approx(3.0)  # at least one episode
+
+
+def test_resample_and_run_names(plot):
+    out = plot.resample([10, 20, 60], [1.0, 3.0, 5.0], np.array([25.0, 50, 75, 100]))
+    assert out[:3] == pytest.approx([2.0, 2.0, 5.0]) and np.isnan(out[3])
+    assert plot.parse_run_name("HalfCheetah-P-v5__ppo_rtu_rtrl_linear__3__1795332171") == \
+        ("HalfCheetah-P-v5", "ppo_rtu_rtrl_linear", 3)
+    assert plot.parse_run_name("TraceConditioning-ISI7-13__td_gru_tbptt_T8__gru_tbptt__2__17953.123") == \
+        ("TraceConditioning-ISI7-13", "td_gru_tbptt_T8__gru_tbptt", 2)
+    assert plot.parse_run_name("summaries") is None and plot.parse_run_name("a__b__c__d") is None
+
+
+# ------------------------------------------------------------------------------------------------ RL report
+# final scores (mean of the last 2 of 20 episodes): env A and B, arch X and Y, seeds 1-3
+FINALS = {("EnvA-v0", "archX"): [0, 1, 2], ("EnvA-v0", "archY"): [3, 4, 10],
+          ("EnvB-v0", "archX"): [0, 10, 20], ("EnvB-v0", "archY"): [30, 40, 100]}
+
+
+def episode_returns(F):
+    """20 episodes (steps 100..2000); 4 iterations of 5 episodes (SPS at 500..2000). Batch 2 has mean F+6, the
+    others F-1 except the last two episodes (F): MMER with batches merged to >= 10 episodes = F + 2.5."""
+    r = np.full(20, F - 1.0)
+    r[5:10] = F + 6.0
+    r[18:] = F
+    return r
+
+
+def write_run(root, name, returns, boundaries=(500, 1000, 1500, 2000)):
+    from torch.utils.tensorboard import SummaryWriter
+
+    w = SummaryWriter(os.path.join(root, name))
+    for i, v in enumerate(returns):
+        w.add_scalar("charts/episodic_return", float(v), 100 * (i + 1))
+    for b in boundaries:
+        w.add_scalar("charts/SPS", 1000.0, b)
+    w.close()
+
+
+@pytest.fixture(scope="module")
+def rl_report(plot, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("rl")
+    runs = tmp / "runs"
+    for (env, arch), finals in FINALS.items():
+        for seed, F in zip((1, 2, 3), finals):
+            write_run(runs, f"{env}__{arch}__{seed}__{1700000000 + seed}", episode_returns(F))
+    # must be ignored: an older duplicate of (EnvA, archX, 1) and a sweep's scratch run under a hidden directory
+    write_run(runs, "EnvA-v0__archX__1__1600000000", episode_returns(1000))
+    write_run(runs / ".work" / "EnvA-v0__archX__1", "EnvA-v0__archX__1__1800000000", episode_returns(1000))
+    out = tmp / "out"
+    plot.main(["--runs", str(runs), "--out", str(out), "--popgym", "--reps", "1000"])
+    return out
+
+
+def test_plot_outputs_exist(rl_report):
+    for f in ("curves.png", "curves/EnvA-v0.png", "curves/EnvB-v0.png", "aggregate_final.png", "aggregate_mmer.png",
+              "summary.md", "scores.csv", "aggregate.json"):
+        assert (rl_report / f).stat().st_size > 0, f
+    md = (rl_report / "summary.md").read_text()
+    assert "| archX |" in md and "| archY |" in md and "MMER" in md and "normalised per task" in md
+    assert "| EnvA-v0 | 1.000 ± 1.000 [0.000, 2.000] (n=3) | 5.667 ± 3.786 [" in md  # archX, archY (sample std)
+
+
+def test_plot_per_run_scores(rl_report):
+    with open(rl_report / "scores.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12  # the duplicate and the hidden scratch run are not counted
+    for r in rows:
+        F = FINALS[(r["env"], r["exp"])][int(r["seed"]) - 1]
+        assert float(r["final"]) == pytest.approx(F)
+        assert float(r["mmer"]) == pytest.approx(F + 2.5)
+        assert int(r["episodes"]) == 20
+
+
+def test_plot_aggregate_iqm(rl_report):
+    agg = json.loads((rl_report / "aggregate.json").read_text())["aggregate"]["final"]
+    # normalised per task by min/max over all its runs: X -> {0, .1, .2} twice, Y -> {.3, .4, 1} twice
+    # IQM over 6 pooled runs drops one at each end: X mean(0,.1,.1,.2) = .1, Y mean(.3,.4,.4,1) = .525
+    expected = {"archX": (0.1, 0.1), "archY": (0.525, 1.7 / 3)}
+    for arch, (iqm_val, mean_val) in expected.items():
+        p, lo, hi = agg[arch]["IQM"]
+        assert p == pytest.approx(iqm_val) and lo <= p <= hi and lo < hi
+        p, lo, hi = agg[arch]["mean"]
+        assert p == pytest.approx(mean_val) and lo <= p <= hi
+        assert agg[arch]["tasks"] == 2 and agg[arch]["runs"] == 6
+    per_task = json.loads((rl_report / "aggregate.json").read_text())["per_task"]
+    assert per_task["mmer"]["EnvB-v0"]["archY"]["mean"] == pytest.approx(np.mean([30, 40, 100]) + 2.5)
+
+
+# ------------------------------------------------------------------------------------------------ trace conditioning
+def test_plot_trace_conditioning(plot, tmp_path):
+    summ = tmp_path / "summaries"
+    summ.mkdir()
+    recs = []
+    for seed in (1, 2, 3):
+        recs.append(dict(arch="rtu_nonlinear", isi=10, seed=seed, steps=1000, msre=0.01 * seed, params=1664,
+                         flops_per_step=50000, sec_per_step=0.002, tbptt_len=None))
+        for T in (1, 4):
+            recs.append(dict(arch="gru_tbptt", isi=10, seed=seed, steps=1000, msre=0.1 * seed / T, params=1728,
+                             flops_per_step=20000 * T, sec_per_step=0.001 * T, tbptt_len=T))
+    for i, r in enumerate(recs):
+        (summ / f"r{i}.json").write_text(json.dumps(r))
+    # a log with the FINAL_MSRE line of a run already in the JSON files (ignored) and of one more seed (used)
+    (summ / "td.log").write_text(
+        "FINAL_MSRE arch=rtu_nonlinear isi=10 seed=1 msre=0.0100001 msre_last_bin=0.01 params=1664 "
+        "flops_per_step=50000 sec_per_step=0.002 tbptt_len=None steps=1000\n"
+        "FINAL_MSRE arch=rtu_nonlinear isi=10 seed=4 msre=0.04 msre_last_bin=0.01 params=1664 "
+        "flops_per_step=50000 sec_per_step=0.002 tbptt_len=None steps=1000\n")
+    out = tmp_path / "out"
+    plot.main(["--trace", str(summ), "--out", str(out), "--reps", "500"])
+    for f in ("msre.md", "trace_records.csv", "msre_vs_compute_isi10.png", "msre_vs_params_isi10.png",
+              "msre_vs_T_isi10.png", "time_vs_T_isi10.png"):
+        assert (out / f).stat().st_size > 0, f
+    md = (out / "msre.md").read_text()
+    assert "| rtu_nonlinear | - | 1664 | 50,000 | 0.002 | 1000 | 0.025 ± " in md and "(n=4) |" in md  # mean(.01,...,.04)
+    assert "| gru_tbptt | 4 | 1728 | 80,000 | 0.004 | 1000 | 0.05 ± 0.025 " in md  # mean(.1,.2,.3)/4, std .1/4
+
+
+# ------------------------------------------------------------------------------------------------ sweeps
+SWEEP_COUNTS = {  # default grids
+    "trace_conditioning": 2 * (3 + 2 * 6) * 5,  # ISI x (3 RTRL archs + 2 T-BPTT archs x 6 T) x 5 seeds
+    "mujoco_pv": 4 * 6 * 3,  # {HalfCheetah, Hopper} x {P, V} x (5 recurrent + MLP) x 3 seeds
+    "popgym": 5 * 5 * 3,
+    "reacher_pomdp": 1 * 5 * 3,
+    "r2ac": (4 * 2 * 2 + 2) * 3,  # envs x {rtrl, tbptt} x {5, 50} + copy task {rtrl, bptt}, x 3 seeds
+}
+KNOBS = ("SEEDS", "STEPS", "WORKERS", "RUNS_DIR", "FILTER", "PYTHON", "ENVS", "ARCHS", "BASES", "EXTRA_BASES", "ISIS",
+         "TBPTT_LENS", "BUDGETS", "SUMMARIES", "METHODS", "SEGMENT_LENS", "COPY_METHODS", "COPY_LEN", "COPY_ARGS")
+
+
+def sweep(name, *args, runs, env=None, check=True):
+    e = {k: v for k, v in os.environ.items() if k not in KNOBS and not k.startswith("SLURM")}
+    e.update(RUNS_DIR=str(runs), **(env or {}))
+    p = subprocess.run(["bash", os.path.join(SCRIPTS, f"{name}.sh"), *args], env=e, capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+@pytest.mark.parametrize("name", sorted(SWEEP_COUNTS))
+def test_sweep_dry_run(name, tmp_path):
+    lines = sweep(name, "--dry-run", runs=tmp_path / "runs").stdout.splitlines()
+    assert len(lines) == SWEEP_COUNTS[name]
+    assert len(set(lines)) == len(lines)
+    assert all(line.startswith("OMP_NUM_THREADS=1 ") and " --exp-name " in line and " --seed " in line
+               for line in lines)
+    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
+
+
+def test_sweep_grid_contents(tmp_path):
+    runs = tmp_path / "runs"
+    mj = sweep("mujoco_pv", "-n", runs=runs).stdout.splitlines()
+    assert sum("algos/ppo_mlp.py" in x for x in mj) == 12
+    assert sum("--rtu-variant linear" in x and "--exp-name ppo_rtu_rtrl_linear" in x for x in mj) == 12
+    assert all("--total-timesteps 1000000" in x for x in mj)
+    assert {x.split("--env-id ")[1].split()[0] for x in mj} == {"HalfCheetah-P-v5", "HalfCheetah-V-v5",
+                                                                "Hopper-P-v5", "Hopper-V-v5"}
+    mj = sweep("mujoco_pv", "-n", runs=runs, env=dict(EXTRA_BASES="Ant Walker2d")).stdout.splitlines()
+    assert len(mj) == 8 * 6 * 3
+    tc = sweep("trace_conditioning", "-n", runs=runs).stdout.splitlines()
+    assert sum("--tbptt-len 32" in x for x in tc) == 2 * 2 * 5
+    assert sum("--isi 20" in x for x in tc) == 75 and all("--summary-path" in x for x in tc)
+    r2 = sweep("r2ac", "-n", runs=runs).stdout.splitlines()
+    assert sum("copy_task_elstm.py" in x for x in r2) == 6
+    assert sum("--grad-method tbptt --segment-len 5 " in x for x in r2) == 12
+    # knobs: flags and environment variables
+    out = sweep("reacher_pomdp", "-n", "--steps", "5000", runs=runs, env=dict(SEEDS="7")).stdout.splitlines()
+    assert len(out) == 5 and all("--total-timesteps 5000" in x and "--seed 7 " in x for x in out)
+    out = sweep("popgym", "-n", "--seeds", "1 2", "--filter", "RepeatFirst.*gru", runs=runs).stdout.splitlines()
+    assert len(out) == 2 and all("popgym-RepeatFirstEasy-v0" in x and "ppo_gru_tbptt.py" in x for x in out)
+    out = sweep("reacher_pomdp", "-n", "--seeds", "1", "--", "--num-envs", "2", runs=runs).stdout.splitlines()
+    assert all(x.endswith("--num-envs 2") for x in out)
+    assert sweep("popgym", "--bogus", runs=runs, check=False).returncode != 0
+
+
+def test_sweep_resume_skips_done_runs(tmp_path):
+    runs = tmp_path / "runs"
+    before = sweep("reacher_pomdp", "--dry-run", runs=runs).stdout.splitlines()
+    (runs / ".done").mkdir(parents=True)
+    (runs / ".done" / "Reacher-POMDP-v5__ppo_gru_tbptt__2").write_text("done")
+    p = sweep("reacher_pomdp", "--dry-run", runs=runs)
+    after = p.stdout.splitlines()
+    gone = set(before) - set(after)
+    assert len(after) == len(before) - 1 and len(gone) == 1
+    (line,) = gone
+    assert "ppo_gru_tbptt.py" in line and "--seed 2 " in line
+    assert "1 already done" in p.stderr
+
+
+FAKE_PYTHON = """#!/bin/bash
+# fake interpreter: like the algos scripts, writes runs/<run_name>/ in its working directory; fails for seed 2
+script=$(basename "$1" .py); shift
+[[ " $* " == *" --seed 2 "* ]] && { echo "simulated crash" >&2; exit 3; }
+env_id=$(sed -n 's/.*--env-id \\([^ ]*\\).*/\\1/p' <<<"$*"); exp=$(sed -n 's/.*--exp-name \\([^ ]*\\).*/\\1/p' <<<"$*")
+seed=$(sed -n 's/.*--seed \\([^ ]*\\).*/\\1/p' <<<"$*")
+mkdir -p "runs/${env_id}__${exp}__${seed}__123"
+echo "OMP_NUM_THREADS=$OMP_NUM_THREADS $script $*" > "runs/${env_id}__${exp}__${seed}__123/args.txt"
+"""
+
+
+def test_sweep_local_execution_and_resume(tmp_path):
+    runs = tmp_path / "runs"
+    fake = tmp_path / "fakepy"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    env = dict(PYTHON=str(fake), ARCHS="ppo_gru_tbptt ppo_mlp")
+    p = sweep("reacher_pomdp", "--seeds", "1 2", "-j", "2", runs=runs, env=env, check=False)
+    assert p.returncode != 0 and "FAIL" in p.stderr  # the seed-2 runs crash
+    done = sorted(os.listdir(runs / ".done"))
+    assert done == ["Reacher-POMDP-v5__ppo_gru_tbptt__1", "Reacher-POMDP-v5__ppo_mlp__1"]
+    run_dir = runs / "Reacher-POMDP-v5__ppo_mlp__1__123"  # moved out of the scratch directory on success
+    assert (run_dir / "args.txt").read_text().startswith("OMP_NUM_THREADS=1 ppo_mlp --env-id Reacher-POMDP-v5")
+    assert not (runs / ".work" / "Reacher-POMDP-v5__ppo_mlp__1").exists()
+    assert "simulated crash" in (runs / ".logs" / "Reacher-POMDP-v5__ppo_mlp__2.log").read_text()
+    assert not list(runs.glob("*__2__*"))  # failed runs never reach the runs directory
+    # resume: only the failed runs are left
+    left = sweep("reacher_pomdp", "--seeds", "1 2", "-n", runs=runs, env=env).stdout.splitlines()
+    assert len(left) == 2 and all("--seed 2 " in x for x in left)
+
+
+def test_sweep_slurm_array(tmp_path):
+    runs = tmp_path / "runs"
+    out = tmp_path / "job.sbatch"
+    p = sweep("popgym", "--slurm", str(out), runs=runs)
+    text = out.read_text()
+    assert "#SBATCH --array=1-75" in text and "SLURM_ARRAY_TASK_ID" in text
+    cmds = (tmp_path / "job.sbatch.commands").read_text().splitlines()
+    assert len(cmds) == 75 and all("OMP_NUM_THREADS=1" in c and "--run-one" in c for c in cmds)
+    assert "sbatch" in p.stderr
+    # one array task, run locally with a fake interpreter, completes its run and leaves the marker
+    fake = tmp_path / "fakepy"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    sweep("reacher_pomdp", "--seeds", "1", "--slurm", str(out), runs=runs, env=dict(PYTHON=str(fake)))
+    e = dict(os.environ, SLURM_ARRAY_TASK_ID="3")
+    subprocess.run(["bash", str(out)], env=e, check=True, capture_output=True, timeout=60)
+    assert os.listdir(runs / ".done") == ["Reacher-POMDP-v5__ppo_lru_rtrl__1"]
+
+
+def test_sweep_flags_exist_in_scripts(tmp_path):
+    """Every --flag a sweep passes is a field of the target script's Args (catches renamed CLI options)."""
+    import re
+
+    checked = set()
+    for name in SWEEP_COUNTS:
+        for line in sweep(name, "-n", runs=tmp_path / "runs", env=dict(BUDGETS="1000")).stdout.splitlines():
+            script = re.search(r"algos/(\w+)\.py", line).group(1)
+            fields = set(re.findall(r"^    (\w+): ", open(os.path.join(ROOT, "algos", f"{script}.py")).read(), re.M))
+            for flag in re.findall(r" --([a-z][\w-]*)", line):
+                assert flag.replace("-", "_") in fields, f"{name}: algos/{script}.py has no --{flag}"
+                checked.add((script, flag))
+    assert len({s for s, _ in checked}) == 8  # all eight scripts are driven by some sweep
