@@ -7,24 +7,29 @@
 #   A sequence with a pattern of length l ~ U{1..L} (b_1..b_l uniform bits) has 2l steps:
 #       input : b_1 ... b_l  2 ... 2        (l blanks: the first blank is the cue that the recall phase starts)
 #       target: -   ...  -   b_1 ... b_l    (loss and accuracy at the l recall steps only)
-#   A batch holds B sequences aligned at their first step and is run for 2*max(l) steps; a sequence that has ended
-#   keeps receiving blanks with no target (the official code pads the same way). The state is zero at the start
-#   of every sequence. The output layer has 2 classes (bit 0 / bit 1).
+#   The recurrent state (and, for RTRL, the traces) is zero at the start of every sequence. The output layer has
+#   2 classes (bit 0 / bit 1).
 #   Sequence accuracy (the stopping criterion): a sequence counts as correct iff all its l recalled bits are correct
 #   (argmax). Training stops the first time the fixed validation set (--val-size sequences drawn with --val-seed,
-#   independent of --seed) is recalled with 100% sequence accuracy.
+#   independent of --seed) is recalled with 100% sequence accuracy. It is evaluated every --eval-every training
+#   sequences, as a batch aligned at the first step and run for 2*max(l) steps.
 #
 # Learning rules:
-#   rtrl: fully online. After EVERY token that has a target in at least one sequence of the batch, the loss of that
-#         token (cross-entropy averaged over the sequences that have a target there) is backpropagated to c_t only,
-#         the RTRL traces turn it into the exact gradient of the eLSTM parameters, and the optimizer makes a step.
-#         The traces are computed with the parameters in effect at each step (standard online RTRL: they are not
-#         recomputed after a parameter change). Tokens without any target make no update.
-#   bptt: the whole batch of sequences is unrolled, the loss (cross-entropy averaged over all recall tokens) is
-#         backpropagated through all steps, and ONE optimizer step is made per batch (the official copy_task_main).
+#   rtrl: fully online on B = --batch-size independent STREAMS of sequences: each stream starts its next sequence
+#         right after the previous one ends (state and traces reset there, the kernel's `reset` flag), so no step is
+#         padding. After EVERY step, the loss of that step (cross-entropy averaged over the streams that are in a
+#         recall phase) is backpropagated to c_t only, the RTRL traces turn it into the exact gradient of the eLSTM
+#         parameters, and the optimizer makes a step (steps where no stream is recalling make no update). The traces
+#         are computed with the parameters in effect at each step (standard online RTRL: they are not recomputed
+#         after a parameter change). The official code instead pads aligned batches to length 2L and also updates
+#         after every token; streaming gives the same per-token updates without the padding steps.
+#   bptt: aligned batches of B sequences run for 2*max(l) steps (finished sequences receive blanks without target,
+#         as in the official padding); the loss (cross-entropy averaged over all recall tokens of the batch) is
+#         backpropagated through all steps and ONE optimizer step is made per batch (the official copy_task_main).
 # Optimizer: Adam, betas (0.9, 0.995), eps 1e-9 as in the official code; global grad-norm clip --max-grad-norm.
 # Every parameter except the eLSTM (output gate, output layer) is trained by ordinary backprop at each update.
 import csv
+import math
 import os
 import random
 import sys
@@ -106,6 +111,36 @@ def make_batch(rng: np.random.Generator, batch_size: int, max_len: int):
     return torch.as_tensor(inputs), torch.as_tensor(targets), lengths
 
 
+class SequenceStreams:
+    """B independent streams of copy-task sequences for fully online training (see the header)."""
+
+    def __init__(self, rng: np.random.Generator, batch_size: int, max_len: int):
+        self.rng, self.B, self.L = rng, batch_size, max_len
+        self.lengths = np.zeros(batch_size, dtype=np.int64)
+        self.bits = np.zeros((batch_size, max_len), dtype=np.int64)
+        self.pos = np.zeros(batch_size, dtype=np.int64)
+        self._new(np.arange(batch_size))
+
+    def _new(self, idx):
+        self.lengths[idx] = self.rng.integers(1, self.L + 1, size=len(idx))
+        self.bits[idx] = self.rng.integers(0, 2, size=(len(idx), self.L))
+        self.pos[idx] = 0
+
+    def step(self):
+        """Returns (input tokens (B,), targets (B,) with IGNORE, reset (B,) bool: a sequence starts here, number of
+        sequences completed by this step), then advances every stream by one step."""
+        rows = np.arange(self.B)
+        pos, lengths = self.pos, self.lengths
+        reset = pos == 0
+        inputs = np.where(pos < lengths, self.bits[rows, np.minimum(pos, self.L - 1)], BLANK)
+        recall = pos >= lengths
+        targets = np.where(recall, self.bits[rows, np.clip(pos - lengths, 0, self.L - 1)], IGNORE)
+        self.pos = pos + 1
+        done = np.flatnonzero(self.pos == 2 * lengths)
+        self._new(done)
+        return inputs, targets, reset, len(done)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Model: one-hot input -> eLSTM (RTRL or BPTT) -> output gate -> linear read-out (2 classes)
 # ---------------------------------------------------------------------------------------------------------------
@@ -153,10 +188,12 @@ class CopyModel(nn.Module):
     def recurrent_parameter_count(self):
         return sum(p.numel() for p in self.elstm_params())
 
-    def step(self, x, c, traces, grad_method):
-        """One token: returns (logits, c_t, new traces or None). rtrl: c_{t-1} is a constant, traces required."""
+    def step(self, x, c, traces, grad_method, reset=None):
+        """One token: returns (logits, c_t, new traces or None). rtrl: c_{t-1} is a constant, traces required;
+        reset (B,) zeroes the state and traces of the streams whose sequence starts at this step."""
         if grad_method == "rtrl":
-            reset = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+            if reset is None:
+                reset = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
             c, *new = ELSTMStepRTRL.apply(x, *self.elstm_params(), c.detach(), *traces, reset)
             traces = ELSTMTraces(*new)
         else:
@@ -223,6 +260,10 @@ if __name__ == "__main__":
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
+    eye = torch.eye(3, dtype=model.F.dtype, device=device)  # one-hot inputs
+    if args.grad_method == "rtrl":
+        streams = SequenceStreams(train_rng, args.batch_size, args.max_len)
+        c, traces = elstm_zero_carry(args.batch_size, args.hidden_dim, 3, dtype=model.F.dtype, device=device)
     sequences = updates = tokens = 0
     next_eval = 0
     best_seq_acc = 0.0
@@ -233,6 +274,8 @@ if __name__ == "__main__":
         if sequences >= next_eval:  # evaluation (also at the start: the untrained model)
             val_loss, val_token_acc, val_seq_acc = evaluate(model, val_inputs, val_targets)
             train_loss = train_loss_sum.item() / max(train_loss_count, 1)
+            if not math.isfinite(train_loss):
+                sys.exit(f"error: non-finite training loss after {updates} updates; stopping")
             train_loss_sum, train_loss_count = torch.zeros((), device=device), 0
             wall = time.time() - start_time
             best_seq_acc = max(best_seq_acc, val_seq_acc)
@@ -256,39 +299,35 @@ if __name__ == "__main__":
         if updates >= args.max_updates or (args.max_seconds > 0 and time.time() - start_time > args.max_seconds):
             break
 
-        inputs, targets, _ = make_batch(train_rng, args.batch_size, args.max_len)
-        inputs, targets = inputs.to(device), targets.to(device)
-        x_all = Fn.one_hot(inputs, 3).to(model.F.dtype)
-        has_target = (targets != IGNORE).any(1).tolist()
-        if args.grad_method == "rtrl":
-            c, traces = elstm_zero_carry(args.batch_size, args.hidden_dim, 3, dtype=model.F.dtype, device=device)
-            for t in range(inputs.shape[0]):
-                logits, c, traces = model.step(x_all[t], c, traces, "rtrl")
-                if has_target[t]:  # fully online: one update per token that has a target
-                    loss = Fn.cross_entropy(logits, targets[t], ignore_index=IGNORE)
-                    loss.backward()
-                    clip_and_step()
-                    updates += 1
-                    train_loss_sum += loss.detach()
-                    train_loss_count += 1
+        if args.grad_method == "rtrl":  # fully online: one step of the streams, one update
+            inputs, targets, reset, completed = streams.step()
+            x = eye[torch.as_tensor(inputs, device=device)]
+            logits, c, traces = model.step(x, c, traces, "rtrl", torch.as_tensor(reset, device=device))
+            tokens += args.batch_size
+            sequences += completed
+            if (targets != IGNORE).any():
+                loss = Fn.cross_entropy(logits, torch.as_tensor(targets, device=device), ignore_index=IGNORE)
+                loss.backward()
+                clip_and_step()
+                updates += 1
+                train_loss_sum += loss.detach()
+                train_loss_count += 1
         else:
+            inputs, targets, _ = make_batch(train_rng, args.batch_size, args.max_len)
+            inputs, targets = inputs.to(device), targets.to(device)
             c = torch.zeros(args.batch_size, args.hidden_dim, dtype=model.F.dtype, device=device)
             logits = []
             for t in range(inputs.shape[0]):
-                out, c, _ = model.step(x_all[t], c, None, "bptt")
+                out, c, _ = model.step(eye[inputs[t]], c, None, "bptt")
                 logits.append(out)
             loss = Fn.cross_entropy(torch.stack(logits).flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
-            if not torch.isfinite(loss):
-                sys.exit(f"error: non-finite loss ({loss.item()}) after {updates} updates; stopping")
             loss.backward()
             clip_and_step()
             updates += 1
             train_loss_sum += loss.detach()
             train_loss_count += 1
-        if args.grad_method == "rtrl" and not torch.isfinite(train_loss_sum):
-            sys.exit(f"error: non-finite loss after {updates} updates; stopping")
-        sequences += args.batch_size
-        tokens += inputs.numel()
+            sequences += args.batch_size
+            tokens += inputs.numel()
 
     wall = time.time() - start_time
     status = "solved (100% validation sequence accuracy)" if solved else "NOT solved (stopped at the update/time limit)"

@@ -103,6 +103,8 @@ class Args:
     """N: number of eLSTM units (2ND + 4N = 24,816 recurrent parameters at D = 64, the SPEC 2.5 budget)"""
     head_dim: int = 0
     """width of a Dense+tanh hidden layer in the actor and critic heads; 0 = linear heads (official R2AC)"""
+    forget_bias: float = 0.0
+    """offset added to the initial forget-gate bias b_f (official: 0; > 0 starts with a longer memory)"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -257,6 +259,8 @@ class Agent(nn.Module):
         N, D = args.hidden_dim, args.encoder_dim
         self.encoder = nn.Sequential(layer_init(nn.Linear(obs_dim, D)), nn.Tanh())
         self.F, self.Z, self.w_f, self.w_z, self.b_f, self.b_z = (nn.Parameter(p) for p in elstm_init_params(N, D))
+        with torch.no_grad():
+            self.b_f.add_(args.forget_bias)
         self.output_gate = nn.Linear(D + N, N)  # o_t = sigmoid(W_o [x_t, c_t] + b_o), PyTorch default init (official)
 
         def head(out_dim, std):

@@ -13,6 +13,18 @@
 #   Adam applied to the "gradient" -delta_t * e_t (as in the benchmark's code).
 # grad v(o_t) comes from the RTRL traces (RTU, online LRU: O(1) in the history length) or from backprop through the
 # last T steps, recomputed every step from the stored state of T steps ago (GRU, LRU: cost linear in T).
+# Each value is computed once, online, with the parameters of its step: v(o_{t+1}) in delta_t and in delta_{t+1} is
+# the same number (computed before the update of step t), as RTRL never recomputes past states.
+#
+# Model choices (no encoder): the binary observation goes straight into the recurrent layer (D = 2 + num_distractors
+# = 12 by default), followed by a linear value head. Default sizes give equal recurrent-parameter budgets (SPEC 2.5
+# style; the value head is not counted): RTU n = 64 (1,664), GRU H = 18 (1,728), LRU n = 23 with readout H = 23
+# (1,679). --param-budget / --hidden-size change them; every run prints and logs its count and analytic FLOPs/step.
+#
+# Run length: --total-steps 100000 takes about 5 minutes for the RTRL learners on one core of a 2-core CPU (about
+# 3 ms of CPU time per step, see results/perf/rtrl_vs_tbptt.md); T-BPTT costs grow with T (GRU, T = 16: ~10 ms).
+# The source papers' runs are much longer (their exact step count is not recorded in SPEC and was not checked here);
+# use --total-steps to match them.
 import json
 import math
 import os
@@ -66,7 +78,7 @@ class Args:
     gamma: Optional[float] = None
     """discount factor of the predicted return (default: the preset's)"""
     total_steps: int = 100_000
-    """number of online learning steps (about 2-3 minutes on one CPU core; the source papers run millions of steps)"""
+    """number of online learning steps (a few minutes for the RTRL learners on one CPU core; see the header)"""
 
     # Learner
     arch: Literal["rtu_nonlinear", "rtu_linear", "lru_rtrl", "gru_tbptt", "lru_tbptt"] = "rtu_nonlinear"
@@ -235,7 +247,8 @@ class RTURTRL:
 
 class LRURTRL:
     """Online LRU (SPEC 2.2) trained by exact RTRL: h_t = lambda*h_{t-1} + exp(gamma_log)*(B x_t),
-    y_t = Re(C h_t) (H outputs), features = f(y_t). C gets its gradient by ordinary backprop (outside the recurrence)."""
+    y_t = Re(C h_t) (H outputs), features = f(y_t). C gets its gradient by ordinary backprop (it is outside the
+    recurrence)."""
 
     def __init__(self, obs_dim, n, readout_dim=None, activation="relu", r_min=0.0, r_max=1.0, generator=None,
                  dtype=torch.float32):
@@ -390,8 +403,8 @@ def flops_per_step(arch, D, size, T=1, readout_dim=None):
       times f' 4nD; gradient contraction delta . E 8nD; O(n) terms (coefficients, nu/theta traces, state, head) 80n.
     - Online LRU, n units, readout H: B x 4nD; E_B <- lambda*E_B + gamma*x 8nD; B gradients 8nD; readout y = Re(C h)
       4Hn, its backprop to h 4Hn and C gradients 2Hn; O(n) terms 60n, head O(H) 6H.
-    - GRU, hidden H, T-BPTT: one cell forward F = 6HD + 6H^2 + 20H (3 gates x (input and hidden mat-vecs) + gating);
-      per step T cells forward + backward = 3 T F, plus the head 6H.
+    - GRU, hidden H (= size), T-BPTT: one cell forward F = 6HD + 6H^2 + 20H (3 gates x (input and hidden mat-vecs)
+      + gating); per step T cells forward + backward = 3 T F, plus the head 6H.
     - LRU, T-BPTT: one cell forward F = 4nD + 12n (input projection, complex lambda*h + u); per step 3 (T F + 4Hn + 3H)
       + 10n (lambda).
     - Every arch: UPDATE_FLOPS_PER_PARAM x (all parameters, head included)."""
@@ -403,10 +416,10 @@ def flops_per_step(arch, D, size, T=1, readout_dim=None):
     elif arch == "lru_rtrl":
         core = 4 * n * D + 8 * n * D + 8 * n * D + 10 * H * n + 60 * n + 6 * H
         head = H + 1
-    elif arch == "gru_tbptt":
-        cell = 6 * H * D + 6 * H * H + 20 * H
-        core = 3 * T * cell + 6 * H
-        head = H + 1
+    elif arch == "gru_tbptt":  # (no readout: H is the hidden size)
+        cell = 6 * n * D + 6 * n * n + 20 * n
+        core = 3 * T * cell + 6 * n
+        head = n + 1
     elif arch == "lru_tbptt":
         cell = 4 * n * D + 12 * n
         core = 3 * (T * cell + 4 * H * n + 3 * H) + 10 * n
@@ -531,7 +544,7 @@ def main(args: Args):
         if not math.isfinite(delta):
             sys.exit(f"error: non-finite TD error at step {t} (v_t={v_t}, v_t+1={v.item()}); "
                      f"try a smaller --learning-rate")
-        # e_t = gamma*lambda*e_{t-1} + grad v(o_t); Adam on -delta_t * e_t
+        # e_t = gamma*lambda*e_{t-1} + grad v(o_t); Adam on -delta_t * e_t (foreach ops: one call for all tensors)
         torch._foreach_mul_(elig, decay)
         torch._foreach_add_(elig, grad)
         for p, g in zip(params, torch._foreach_mul(elig, -delta)):

@@ -1,0 +1,560 @@
+# PPO + LRU (Linear Recurrent Unit) trained by truncated backpropagation through time (T-BPTT): the same LRU as
+# ppo_lru_rtrl.py (parameterisation, readout, init), so that the comparison isolates the gradient method.
+# Docs: README.md; equations: SPEC sections 2.2 (LRU), 2.4 (GRU and LRU under truncated BPTT) and 4 (PPO with T-BPTT).
+#
+# The T-BPTT scheme in one paragraph: during the rollout every step stores the recurrent state from BEFORE the step.
+# The PPO update cuts the rollout of each env into windows of --tbptt-len steps (a window never crosses envs),
+# shuffles whole windows into minibatches and unrolls the LRU over each window with autograd, starting from the
+# window's stored state (a constant: gradients reach back at most --tbptt-len steps). An episode start inside a
+# window zeroes the state before that step, exactly as in the rollout.
+import os
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.optim as optim
+import tyro
+from torch.distributions.categorical import Categorical
+from torch.distributions.normal import Normal
+from torch.utils.tensorboard import SummaryWriter
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root: triton_kernels
+from triton_kernels.lru import LRUParams, lru_init_params, lru_init_readout, lru_state_step
+
+
+@dataclass
+class Args:
+    exp_name: str = os.path.basename(__file__)[: -len(".py")]
+    """the name of this experiment"""
+    seed: int = 1
+    """seed of the experiment"""
+    torch_deterministic: bool = True
+    """if toggled, `torch.backends.cudnn.deterministic=True`"""
+    cuda: bool = True
+    """if toggled, cuda will be enabled when available"""
+    track: bool = False
+    """if toggled, this experiment will be tracked with Weights and Biases"""
+    wandb_project_name: str = "rtrl-rl"
+    """the wandb's project name"""
+    wandb_entity: Optional[str] = None
+    """the entity (team) of wandb's project"""
+    capture_video: bool = False
+    """whether to capture videos of the agent performances (check out `videos` folder)"""
+    save_model: bool = False
+    """whether to save the model weights and observation-normalisation statistics into `runs/{run_name}`"""
+
+    # Algorithm specific arguments (defaults: the official RTU configuration, SPEC section 3)
+    env_id: str = "HalfCheetah-P-v5"
+    """the id of the environment (MuJoCo -P/-V, MuJoCo v5, Reacher-POMDP-v5 or popgym-*-v0)"""
+    total_timesteps: int = 1_000_000
+    """total timesteps of the experiments"""
+    learning_rate: float = 1e-4
+    """the learning rate of the optimizer"""
+    num_envs: int = 1
+    """the number of parallel game environments"""
+    num_steps: int = 2048
+    """the number of steps to run in each environment per policy rollout"""
+    anneal_lr: bool = False
+    """Toggle learning rate annealing for policy and value networks"""
+    gamma: float = 0.99
+    """the discount factor gamma"""
+    gae_lambda: float = 0.95
+    """the lambda for the general advantage estimation"""
+    num_minibatches: int = 32
+    """the number of mini-batches"""
+    update_epochs: int = 4
+    """the K epochs to update the policy"""
+    norm_adv: bool = True
+    """Toggles advantages normalization"""
+    clip_coef: float = 0.2
+    """the surrogate clipping coefficient"""
+    clip_vloss: bool = True
+    """Toggles whether or not to use a clipped loss for the value function, as per the paper."""
+    ent_coef: float = 0.0
+    """coefficient of the entropy"""
+    vf_coef: float = 0.5
+    """coefficient of the value function"""
+    max_grad_norm: float = 0.5
+    """the maximum norm for the gradient clipping"""
+    target_kl: Optional[float] = None
+    """the target KL divergence threshold"""
+    truncation_as_termination: bool = False
+    """treat time-limit truncation as termination (the paper's choice) instead of bootstrapping from the final observation"""
+    normalize_env: Optional[bool] = None
+    """normalise observations and rewards (CleanRL wrappers); default: on for MuJoCo, off for POPGym (SPEC 7)"""
+
+    # Model specific arguments
+    encoder_dim: int = 64
+    """D: width of the observation encoder Dense+tanh, the input of the recurrent layer"""
+    hidden_dim: int = 82
+    """n: number of complex LRU units; the readout y = Re(C h) is n wide (C is n x n), ~24k recurrent params (SPEC 2.5)"""
+    head_dim: int = 64
+    """width of the actor and critic hidden layers"""
+    r_min: float = 0.0
+    """smallest initial |lambda| of the LRU (uniform on the ring between r_min and r_max)"""
+    r_max: float = 1.0
+    """largest initial |lambda| of the LRU"""
+    max_phase: float = 6.283185307179586
+    """largest initial phase of lambda"""
+    tbptt_len: int = 16
+    """T: length of the truncated-BPTT windows; each env's rollout is cut into num_steps/T windows"""
+
+    # to be filled in runtime
+    batch_size: int = 0
+    """the batch size (computed in runtime)"""
+    minibatch_size: int = 0
+    """the mini-batch size (computed in runtime)"""
+    num_iterations: int = 0
+    """the number of iterations (computed in runtime)"""
+    num_windows: int = 0
+    """the number of T-BPTT windows per rollout, num_envs*num_steps/tbptt_len (computed in runtime)"""
+    minibatch_windows: int = 0
+    """the number of windows per mini-batch (computed in runtime)"""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Environments (SPEC section 7)
+# ---------------------------------------------------------------------------------------------------------------
+# Observation indices kept by the MuJoCo -P (positions) and -V (velocities) variants, gymnasium v5 layout.
+MUJOCO_PV_INDICES = {
+    "Ant": (range(0, 13), range(13, 27)),  # made with include_cfrc_ext_in_observation=False (27 dims)
+    "HalfCheetah": (range(0, 8), range(8, 17)),
+    "Hopper": (range(0, 5), range(5, 11)),
+    "Walker2d": (range(0, 8), range(8, 17)),
+}
+REACHER_HIDDEN_INDICES = [4, 5, 8, 9]  # target position and fingertip-minus-target vector
+SUPPORTED_ENVS = (
+    "MuJoCo -P/-V ({Ant,HalfCheetah,Hopper,Walker2d}-{P,V}-v5), MuJoCo v5 ids (e.g. HalfCheetah-v5), "
+    "Reacher-POMDP-v5, popgym-<Name><Easy|Medium|Hard>-v0"
+)
+
+
+class KeepObservationIndices(gym.ObservationWrapper):
+    """MuJoCo -P/-V: keep only the given observation indices."""
+
+    def __init__(self, env, indices):
+        super().__init__(env)
+        self.indices = np.asarray(indices)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (len(self.indices),), np.float64)
+
+    def observation(self, obs):
+        return obs[self.indices]
+
+
+class ReacherPOMDP(gym.Wrapper):
+    """Reacher-POMDP-v5: the target is visible at the first step of an episode only (obs 4,5,8,9 zero afterwards)."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        obs = obs.copy()
+        obs[REACHER_HIDDEN_INDICES] = 0.0
+        return obs, reward, terminated, truncated, info
+
+
+def env_family(env_id: str) -> str:
+    """Classify an env id, or exit with a one-line message listing the supported families."""
+    if env_id.startswith("popgym-"):
+        import popgym  # noqa: F401  (registers the popgym-* ids)
+    if re.fullmatch(r"(Ant|HalfCheetah|Hopper|Walker2d)-[PV]-v5", env_id):
+        return "mujoco_pv"
+    if env_id == "Reacher-POMDP-v5":
+        return "reacher_pomdp"
+    spec = gym.registry.get(env_id)
+    entry = str(spec.entry_point) if spec is not None else ""
+    if env_id.startswith("popgym-") and entry.startswith("popgym."):
+        return "popgym"
+    if entry.startswith("gymnasium.envs.mujoco"):
+        return "mujoco"
+    sys.exit(f"error: unknown env id {env_id!r}; supported: {SUPPORTED_ENVS}")
+
+
+def make_env(env_id, idx, capture_video, run_name, gamma, normalize):
+    family = env_family(env_id)
+
+    def thunk():
+        render_mode = "rgb_array" if capture_video and idx == 0 else None
+        if family == "popgym":
+            from popgym import wrappers as pw
+
+            env = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)()  # the raw popgym class
+            # POPGym baselines' wrapping: previous action + antialias flag, then one-hot flattening.
+            env = pw.Flatten(pw.Antialias(pw.PreviousAction(env)))
+            if isinstance(env.action_space, gym.spaces.MultiDiscrete):
+                env = pw.DiscreteAction(env)
+        elif family == "mujoco_pv":
+            name, variant = env_id.split("-")[:2]
+            kwargs = {"include_cfrc_ext_in_observation": False} if name == "Ant" else {}
+            env = gym.make(f"{name}-v5", render_mode=render_mode, **kwargs)
+            env = KeepObservationIndices(env, MUJOCO_PV_INDICES[name][variant == "V"])
+        elif family == "reacher_pomdp":
+            env = ReacherPOMDP(gym.make("Reacher-v5", render_mode=render_mode))
+        else:
+            kwargs = {"include_cfrc_ext_in_observation": False} if env_id.startswith("Ant-") else {}
+            env = gym.make(env_id, render_mode=render_mode, **kwargs)
+        if render_mode is not None:
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
+        env = gym.wrappers.FlattenObservation(env)
+        env = gym.wrappers.RecordEpisodeStatistics(env)
+        if isinstance(env.action_space, gym.spaces.Box):
+            env = gym.wrappers.ClipAction(env)
+        if normalize:
+            env = gym.wrappers.NormalizeObservation(env)
+            env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
+            env = gym.wrappers.NormalizeReward(env, gamma=gamma)
+            env = gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -10, 10))
+        return env
+
+    return thunk
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Model: encoder -> LRU (truncated BPTT) -> actor / critic heads
+# ---------------------------------------------------------------------------------------------------------------
+def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
+    torch.nn.init.orthogonal_(layer.weight, std)
+    torch.nn.init.constant_(layer.bias, bias_const)
+    return layer
+
+
+class Agent(nn.Module):
+    def __init__(self, envs, args):
+        super().__init__()
+        obs_dim = int(np.prod(envs.single_observation_space.shape))
+        self.continuous = isinstance(envs.single_action_space, gym.spaces.Box)
+        self.hidden_dim, self.encoder_dim = args.hidden_dim, args.encoder_dim
+        self.encoder = nn.Sequential(layer_init(nn.Linear(obs_dim, args.encoder_dim)), nn.Tanh())
+        # the LRU of ppo_lru_rtrl.py (SPEC 2.2), same init calls in the same order: only the gradient method differs
+        lru = lru_init_params(args.hidden_dim, args.encoder_dim, args.r_min, args.r_max, args.max_phase)
+        self.nu_log, self.theta_log, self.gamma_log, self.B_re, self.B_im = (nn.Parameter(p) for p in lru)
+        # readout C (outside the recurrence), as the official online LRU: y = Re(C h), C is n x n
+        self.C_re, self.C_im = (nn.Parameter(p) for p in lru_init_readout(args.hidden_dim, args.hidden_dim))
+        features = args.hidden_dim
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(features, args.head_dim)), nn.Tanh(), layer_init(nn.Linear(args.head_dim, 1), std=1.0)
+        )
+        if self.continuous:
+            action_dim = int(np.prod(envs.single_action_space.shape))
+            self.actor = nn.Sequential(
+                layer_init(nn.Linear(features, args.head_dim)), nn.Tanh(), layer_init(nn.Linear(args.head_dim, action_dim), std=0.01)
+            )
+            self.actor_logstd = nn.Parameter(torch.zeros(1, action_dim))  # state-independent log-std, init 0
+        else:
+            self.actor = nn.Sequential(
+                layer_init(nn.Linear(features, args.head_dim)), nn.Tanh(),
+                layer_init(nn.Linear(args.head_dim, envs.single_action_space.n), std=0.01),
+            )
+
+    def lru_params(self):
+        return LRUParams(self.nu_log, self.theta_log, self.gamma_log, self.B_re, self.B_im)
+
+    def recurrent_parameter_count(self):
+        return sum(p.numel() for p in self.lru_params()) + self.C_re.numel() + self.C_im.numel()
+
+    def features(self, state):
+        """LRU readout y = Re(C h) = C_re h_re - C_im h_im (width n)."""
+        return state[:, 0] @ self.C_re.T - state[:, 1] @ self.C_im.T
+
+    def cell(self, x, state, reset):
+        """One LRU step on encoder features x (the kernels' differentiable reference math, SPEC 2.2); state (B, 2, n)
+        holds (Re h, Im h); reset[b] != 0 (episode starts here) zeroes b's previous state first."""
+        return lru_state_step(self.lru_params(), x, state, reset)
+
+    def step(self, obs, state, reset):
+        """Rollout step: returns the new state, stored as the next step's state-before-step."""
+        return self.cell(self.encoder(obs), state, reset)
+
+    def unroll(self, obs, state, dones):
+        """The update's T-BPTT forward over a minibatch of M windows (SPEC 4), differentiable by autograd.
+
+        obs (M, T, ...) and dones (M, T) ("done BEFORE step": resets the state) of each window; state (M, 2, n): the stored
+        state from before each window's first step (a constant, where the gradient is truncated). Returns the M*T
+        states after each step, window-major (the order of the minibatch's flat transition indices).
+        """
+        x = self.encoder(obs)
+        states = []
+        for t in range(obs.shape[1]):
+            state = self.cell(x[:, t], state, dones[:, t])
+            states.append(state)
+        return torch.stack(states, 1).flatten(0, 1)
+
+    def get_value(self, state):
+        return self.critic(self.features(state))
+
+    def get_action_and_value(self, state, action=None):
+        hidden = self.features(state)
+        if self.continuous:
+            action_mean = self.actor(hidden)
+            probs = Normal(action_mean, self.actor_logstd.expand_as(action_mean).exp())
+            if action is None:
+                action = probs.sample()
+            return action, probs.log_prob(action).sum(1), probs.entropy().sum(1), self.critic(hidden)
+        probs = Categorical(logits=self.actor(hidden))
+        if action is None:
+            action = probs.sample()
+        return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
+
+
+def save_model(path, agent, envs):
+    """Weights AND the observation-normalisation statistics the policy was trained with (SPEC 10)."""
+    obs_rms = []
+    for env in envs.envs:
+        while not isinstance(env, gym.wrappers.NormalizeObservation) and hasattr(env, "env"):
+            env = env.env
+        if isinstance(env, gym.wrappers.NormalizeObservation):
+            obs_rms.append({"mean": env.obs_rms.mean, "var": env.obs_rms.var, "count": env.obs_rms.count})
+    torch.save({"model": agent.state_dict(), "obs_rms": obs_rms}, path)
+    print(f"model saved to {path}")
+
+
+def to_windows(x, tbptt_len):
+    """Cut a rollout buffer (num_steps, num_envs, ...) into T-BPTT windows that never cross envs (SPEC 4, 10).
+
+    Returns (num_windows * tbptt_len, ...), window-major: window w = k*num_envs + env holds steps k*T .. k*T+T-1 of
+    that env, its step t sits at flat index w*T + t. The rows of a set of windows are window_indices(windows, T).
+    """
+    num_steps, num_envs = x.shape[:2]
+    return x.reshape(num_steps // tbptt_len, tbptt_len, num_envs, *x.shape[2:]).transpose(1, 2).flatten(0, 2)
+
+
+def window_indices(windows, tbptt_len):
+    """Flat transition indices (len(windows) * T,) of a set of windows of to_windows, window-major."""
+    return (windows[:, None] * tbptt_len + torch.arange(tbptt_len, device=windows.device)).flatten()
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    args.batch_size = int(args.num_envs * args.num_steps)
+    args.minibatch_size = int(args.batch_size // args.num_minibatches)
+    args.num_iterations = args.total_timesteps // args.batch_size
+    if args.batch_size % args.num_minibatches != 0:
+        sys.exit(f"error: num_envs*num_steps={args.batch_size} is not divisible by num_minibatches={args.num_minibatches}")
+    if args.num_steps % args.tbptt_len != 0:
+        sys.exit(f"error: num_steps={args.num_steps} is not divisible by tbptt_len={args.tbptt_len}")
+    args.num_windows = args.num_envs * (args.num_steps // args.tbptt_len)
+    args.minibatch_windows = args.num_windows // args.num_minibatches
+    if args.num_windows % args.num_minibatches != 0:
+        sys.exit(f"error: the rollout has num_envs*num_steps/tbptt_len={args.num_windows} windows, which is not divisible "
+                 f"by num_minibatches={args.num_minibatches} (minibatches are sets of whole windows)")
+    if args.num_iterations < 1:
+        sys.exit(f"error: total_timesteps={args.total_timesteps} is smaller than one rollout ({args.batch_size} steps)")
+    family = env_family(args.env_id)  # exits with a clear message on an unknown id
+    if args.capture_video and family == "popgym":
+        sys.exit("error: --capture-video needs rendering, which popgym envs do not provide")
+    normalize = args.normalize_env if args.normalize_env is not None else family != "popgym"
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    if args.track:
+        import wandb
+
+        wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
+                   config=vars(args), name=run_name, monitor_gym=True, save_code=True)
+    writer = SummaryWriter(f"runs/{run_name}")
+    writer.add_text(
+        "hyperparameters",
+        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+    )
+
+    # TRY NOT TO MODIFY: seeding
+    random.seed(args.seed)
+    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.deterministic = args.torch_deterministic
+    device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
+
+    # env setup: SAME_STEP autoreset, so a step that ends an episode returns the next episode's first observation
+    # and the final observation sits in infos["final_obs"]; no fake transition is ever inserted (SPEC 10).
+    envs = gym.vector.SyncVectorEnv(
+        [make_env(args.env_id, i, args.capture_video, run_name, args.gamma, normalize) for i in range(args.num_envs)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    agent = Agent(envs, args).to(device)
+    optimizer = optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+    num_recurrent = agent.recurrent_parameter_count()
+    print(f"recurrent parameters: {num_recurrent}")
+    writer.add_text("model/recurrent_parameters", str(num_recurrent))
+
+    # ALGO Logic: storage setup. The recurrent state is stored from BEFORE each step (SPEC 4).
+    n, T, N = args.hidden_dim, args.num_steps, args.num_envs
+    obs = torch.zeros((T, N) + envs.single_observation_space.shape).to(device)
+    actions = torch.zeros((T, N) + envs.single_action_space.shape).to(device)
+    logprobs = torch.zeros((T, N)).to(device)
+    rewards = torch.zeros((T, N)).to(device)
+    dones = torch.zeros((T, N)).to(device)  # done BEFORE step t: the state is reset at step t
+    dones_after = torch.zeros((T, N)).to(device)  # done AFTER step t: masks the GAE bootstrap from step t + 1
+    values = torch.zeros((T, N)).to(device)
+    carry_states = torch.zeros((T, N, 2, n)).to(device)
+
+    # TRY NOT TO MODIFY: start the game
+    global_step = 0
+    start_time = time.time()
+    next_obs, _ = envs.reset(seed=args.seed)
+    envs.action_space.seed(args.seed)
+    next_obs = torch.Tensor(next_obs).to(device)
+    next_done = torch.ones(N).to(device)  # the first step starts an episode
+    state = torch.zeros(N, 2, n).to(device)
+
+    for iteration in range(1, args.num_iterations + 1):
+        if args.anneal_lr:
+            frac = 1.0 - (iteration - 1.0) / args.num_iterations
+            optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+
+        rollout_start = time.time()
+        for step in range(0, args.num_steps):
+            global_step += args.num_envs
+            obs[step] = next_obs
+            dones[step] = next_done
+            carry_states[step] = state
+
+            # ALGO LOGIC: action logic (one LRU step; its new state is the next step's stored state)
+            with torch.inference_mode():
+                state = agent.step(next_obs, state, next_done)
+                action, logprob, _, value = agent.get_action_and_value(state)
+                values[step] = value.flatten()
+            actions[step] = action
+            logprobs[step] = logprob
+
+            # TRY NOT TO MODIFY: execute the game and log data.
+            next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+            if not args.truncation_as_termination and truncations.any():
+                # Bootstrap time-limit truncation with V(final obs), computed from the pre-reset state (SPEC 3).
+                trunc = np.flatnonzero(truncations & ~terminations)
+                final_obs = torch.tensor(np.stack(infos["final_obs"][trunc]), dtype=torch.float32, device=device)
+                with torch.inference_mode():
+                    idx = torch.as_tensor(trunc, device=device)
+                    final_state = agent.step(final_obs, state[idx], torch.zeros(len(trunc), device=device))
+                    reward = reward.copy()
+                    reward[trunc] += args.gamma * agent.get_value(final_state).flatten().cpu().numpy()
+            next_done = np.logical_or(terminations, truncations)
+            rewards[step] = torch.tensor(reward, dtype=torch.float32, device=device).view(-1)
+            next_obs = torch.Tensor(next_obs_np).to(device)
+            next_done = torch.Tensor(next_done).to(device)
+            dones_after[step] = next_done
+
+            if "final_info" in infos and "episode" in infos["final_info"]:
+                episode = infos["final_info"]["episode"]
+                for i in np.flatnonzero(infos["final_info"]["_episode"]):
+                    print(f"global_step={global_step}, episodic_return={episode['r'][i]:.3f}")
+                    writer.add_scalar("charts/episodic_return", episode["r"][i], global_step)
+                    writer.add_scalar("charts/episodic_length", episode["l"][i], global_step)
+        rollout_time = time.time() - rollout_start
+
+        # bootstrap value if not done
+        with torch.inference_mode():
+            next_state = agent.step(next_obs, state, next_done)
+            next_value = agent.get_value(next_state).reshape(1, -1)
+            advantages = torch.zeros_like(rewards).to(device)
+            lastgaelam = 0
+            for t in reversed(range(args.num_steps)):
+                if t == args.num_steps - 1:
+                    nextvalues = next_value
+                else:
+                    nextvalues = values[t + 1]
+                nextnonterminal = 1.0 - dones_after[t]  # the separate "done after step" array (SPEC 4)
+                delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
+                advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
+            returns = advantages + values
+
+        # flatten the batch into windows of tbptt_len steps that never cross envs; minibatches are sets of windows
+        L = args.tbptt_len
+        b_obs = to_windows(obs, L)
+        b_logprobs = to_windows(logprobs, L)
+        b_actions = to_windows(actions, L)
+        b_advantages = to_windows(advantages, L)
+        b_returns = to_windows(returns, L)
+        b_values = to_windows(values, L)
+        b_dones = to_windows(dones, L)
+        b_states = to_windows(carry_states, L)[::L]  # the stored state from before each window's first step
+
+        # Optimizing the policy and value network
+        update_start = time.time()
+        b_inds = np.arange(args.num_windows)
+        clipfracs = []
+        for epoch in range(args.update_epochs):
+            np.random.shuffle(b_inds)
+            for start in range(0, args.num_windows, args.minibatch_windows):
+                end = start + args.minibatch_windows
+                mb_windows = torch.as_tensor(b_inds[start:end], device=device)
+                mb_inds = window_indices(mb_windows, L)
+
+                # unroll the LRU over each window from its stored state, resets inside the window (T-BPTT, SPEC 4)
+                new_state = agent.unroll(b_obs[mb_inds].unflatten(0, (-1, L)), b_states[mb_windows],
+                                         b_dones[mb_inds].unflatten(0, (-1, L)))
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(new_state, b_actions[mb_inds])
+                logratio = newlogprob - b_logprobs[mb_inds]
+                ratio = logratio.exp()
+
+                with torch.no_grad():
+                    if epoch == 0 and start == 0:  # parameters not updated yet: the ratio must be 1 (SPEC 4)
+                        first_ratio_error = (ratio - 1).abs().max()
+                    # calculate approx_kl http://joschu.net/blog/kl-approx.html
+                    old_approx_kl = (-logratio).mean()
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs += [((ratio - 1.0).abs() > args.clip_coef).float().mean().item()]
+
+                mb_advantages = b_advantages[mb_inds]
+                if args.norm_adv:
+                    mb_advantages = (mb_advantages - mb_advantages.mean()) / (mb_advantages.std() + 1e-8)
+
+                # Policy loss
+                pg_loss1 = -mb_advantages * ratio
+                pg_loss2 = -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef)
+                pg_loss = torch.max(pg_loss1, pg_loss2).mean()
+
+                # Value loss
+                newvalue = newvalue.view(-1)
+                if args.clip_vloss:
+                    v_loss_unclipped = (newvalue - b_returns[mb_inds]) ** 2
+                    v_clipped = b_values[mb_inds] + torch.clamp(
+                        newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef
+                    )
+                    v_loss_clipped = (v_clipped - b_returns[mb_inds]) ** 2
+                    v_loss_max = torch.max(v_loss_unclipped, v_loss_clipped)
+                    v_loss = 0.5 * v_loss_max.mean()
+                else:
+                    v_loss = 0.5 * ((newvalue - b_returns[mb_inds]) ** 2).mean()
+
+                entropy_loss = entropy.mean()
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                if not torch.isfinite(loss):
+                    sys.exit(f"error: non-finite loss ({loss.item()}) at global_step={global_step}; stopping")
+
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+            if args.target_kl is not None and approx_kl > args.target_kl:
+                break
+        update_time = time.time() - update_start
+
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+
+        # TRY NOT TO MODIFY: record rewards for plotting purposes
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        writer.add_scalar("debug/first_minibatch_ratio_error", first_ratio_error.item(), global_step)
+        sps = int(global_step / (time.time() - start_time))
+        print("SPS:", sps, f"rollout {rollout_time:.2f}s update {update_time:.2f}s")
+        writer.add_scalar("charts/SPS", sps, global_step)
+        writer.add_scalar("charts/rollout_time", rollout_time, global_step)
+        writer.add_scalar("charts/update_time", update_time, global_step)
+
+    if args.save_model:
+        save_model(f"runs/{run_name}/{args.exp_name}.cleanrl_model", agent, envs)
+
+    envs.close()
+    writer.close()

@@ -1,0 +1,255 @@
+"""R2AC + eLSTM (algos/r2ac_elstm.py) and the copy-task diagnostic (algos/copy_task_elstm.py), SPEC 5 and 9.
+
+- the RTRL gradient accumulated over consecutive segments (the script's autograd.Function, model and loss, weights
+  held fixed) equals BPTT over the concatenated sequence, with episode resets inside segments and at a boundary;
+- end-to-end runs of both scripts, both gradient methods, the MuJoCo and POPGym families;
+- same seed -> identical losses; a different seed -> different losses.
+"""
+import math
+import re
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from script_runner import read_scalars, run_script
+
+import copy_task_elstm
+import r2ac_elstm
+
+OBS_DIM, D, N = 5, 4, 6
+
+
+def _tiny_agent(continuous, head_dim):
+    obs_space = gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float64)
+    action_space = gym.spaces.Box(-1, 1, (2,), np.float32) if continuous else gym.spaces.Discrete(3)
+    envs = SimpleNamespace(single_observation_space=obs_space, single_action_space=action_space)
+    torch.manual_seed(0)
+    agent = r2ac_elstm.Agent(envs, r2ac_elstm.Args(encoder_dim=D, hidden_dim=N, head_dim=head_dim)).double()
+    with torch.no_grad():  # random parameters (std 0.3 on top of the init) so that every term matters
+        for p in agent.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return agent, action_space
+
+
+def _segment_grads(agent, data, K, M, mode):
+    """Sum over K segments of the gradient of the script's R2AC loss.
+
+    mode "rtrl": the script's RTRL step, carry (state + traces) passed across segments without a graph.
+    mode "bptt": autograd through the WHOLE concatenated sequence (no truncation anywhere).
+    mode "tbptt": autograd truncated at every segment start (the script's --grad-method tbptt).
+    Targets (V-trace returns, advantages) are detached in all modes, bootstraps come from the carry at the boundary.
+    """
+    obs, actions, rewards, dones_after, resets = data
+    B = obs.shape[1]
+    agent.zero_grad()
+    c, traces = agent.zero_carry(B, "cpu")
+    total = 0.0
+    for k in range(K):
+        if mode != "bptt":
+            c = c.detach()
+        logps, ents, vals = [], [], []
+        for t in range(k * M, (k + 1) * M):
+            h, c, traces = agent.core_step(obs[t], c, traces, resets[t], "rtrl" if mode == "rtrl" else "tbptt")
+            logp, ent, value = agent.evaluate(h, actions[t])
+            logps.append(logp), ents.append(ent), vals.append(value)
+        with torch.no_grad():
+            h_next, _, _ = agent.core_step(obs[(k + 1) * M], c, None, resets[(k + 1) * M], "tbptt")
+            bootstrap = agent.get_value(h_next)
+        seg = slice(k * M, (k + 1) * M)
+        loss, *_ = r2ac_elstm.r2ac_loss(torch.stack(logps), torch.stack(ents), torch.stack(vals), rewards[seg],
+                                        dones_after[seg], bootstrap, 0.99, 0.01, 0.5)
+        if mode == "bptt":
+            total = total + loss
+        else:
+            loss.backward()
+    if mode == "bptt":
+        total.backward()
+    return {name: p.grad.clone() for name, p in agent.named_parameters()}
+
+
+def _rel(a, b):
+    return ((a - b).norm() / b.norm().clamp_min(1e-300)).item()
+
+
+@pytest.mark.parametrize("head_dim", [0, 7])
+@pytest.mark.parametrize("continuous", [False, True])
+def test_rtrl_over_segments_equals_bptt_of_concatenation(continuous, head_dim):
+    agent, action_space = _tiny_agent(continuous, head_dim)
+    K, M, B = 3, 5, 3
+    T = K * M
+    g = torch.Generator().manual_seed(1)
+    obs = torch.randn(T + 1, B, OBS_DIM, generator=g, dtype=torch.float64)
+    action_space.seed(2)
+    actions = torch.stack([torch.stack([torch.as_tensor(action_space.sample()) for _ in range(B)]) for _ in range(T)])
+    actions = actions.double() if continuous else actions
+    rewards = torch.randn(T, B, generator=g, dtype=torch.float64)
+    dones_after = torch.zeros(T, B, dtype=torch.float64)
+    # episode ends: inside a segment (t=2 -> reset at 3), at a boundary (t=4 -> reset at 5 = start of segment 1),
+    # two in one env, and one at the very last step (reset of the bootstrap step)
+    for t, b in [(2, 0), (4, 1), (8, 0), (11, 2), (T - 1, 1)]:
+        dones_after[t, b] = 1.0
+    resets = torch.cat([torch.ones(1, B, dtype=torch.float64), dones_after])  # done before step t
+    data = (obs, actions, rewards, dones_after, resets)
+
+    rtrl = _segment_grads(agent, data, K, M, "rtrl")
+    bptt = _segment_grads(agent, data, K, M, "bptt")
+    tbptt = _segment_grads(agent, data, K, M, "tbptt")
+    elstm_names = ["F", "Z", "w_f", "w_z", "b_f", "b_z"]
+    for name, grad in bptt.items():
+        assert grad.abs().max() > 1e-4, f"{name}: gradient vanishes, the comparison would be vacuous"
+        if name.startswith("encoder."):
+            # RTRL gives the encoder the one-step gradient only (x_t's effect on later states is dropped, SPEC 5)
+            assert _rel(rtrl[name], grad) > 1e-6, name
+            continue
+        assert _rel(rtrl[name], grad) < 1e-8, f"{name}: relative error {_rel(rtrl[name], grad):.2e}"
+    # the traces carried across segments matter: truncating at segment starts changes the eLSTM gradients
+    assert max(_rel(tbptt[n], bptt[n]) for n in elstm_names) > 1e-3
+
+
+def test_r2ac_loss_is_vtrace_on_policy():
+    """vs = n-step bootstrapped returns cut at episode ends; pg advantage = r + gamma*vs_{t+1} - V (SPEC 5)."""
+    rewards = torch.tensor([[1.0], [2.0], [3.0]])
+    dones_after = torch.tensor([[0.0], [1.0], [0.0]])
+    values = torch.tensor([[0.5], [0.25], [-1.0]], requires_grad=True)
+    logprobs = torch.zeros(3, 1, requires_grad=True)
+    bootstrap, gamma = torch.tensor([10.0]), 0.9
+    loss, pg, vloss, ent = r2ac_elstm.r2ac_loss(logprobs, torch.ones(3, 1), values, rewards, dones_after, bootstrap,
+                                                gamma, 0.01, 0.5)
+    vs = torch.tensor([1.0 + 0.9 * 2.0, 2.0, 3.0 + 0.9 * 10.0])
+    assert torch.allclose(vloss, 0.5 * 0.5 * ((vs - values.detach().flatten()) ** 2).sum())
+    loss.backward()
+    assert torch.allclose(logprobs.grad.flatten(), -(vs - values.detach().flatten()))
+    assert torch.allclose(ent, torch.tensor(3.0)) and torch.allclose(loss, pg + vloss - 0.01 * 3.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# End-to-end runs (all subprocesses are started together: about a minute on 2 cores)
+# ---------------------------------------------------------------------------------------------------------------
+R2AC_SMALL = ("--num-envs", "8", "--segment-len", "10", "--hidden-dim", "16", "--total-timesteps", "1600")
+RUNS = {
+    # HalfCheetah: 1 env x 1100 steps, so the episode hits the 1000-step time limit (truncation bootstrap path)
+    "cheetah_rtrl": ("r2ac_elstm", "--env-id", "HalfCheetah-P-v5", "--num-envs", "1", "--segment-len", "50",
+                     "--hidden-dim", "16", "--total-timesteps", "1100"),
+    "popgym_rtrl_a": ("r2ac_elstm", "--env-id", "popgym-RepeatPreviousEasy-v0", *R2AC_SMALL, "--seed", "7"),
+    "popgym_rtrl_b": ("r2ac_elstm", "--env-id", "popgym-RepeatPreviousEasy-v0", *R2AC_SMALL, "--seed", "7"),
+    # Tuple observations and MultiDiscrete actions (POPGym wrappers), trained by truncated BPTT
+    "popgym_tbptt": ("r2ac_elstm", "--env-id", "popgym-MineSweeperEasy-v0", *R2AC_SMALL, "--grad-method", "tbptt"),
+    "copy_rtrl": ("copy_task_elstm", "--max-len", "2", "--hidden-dim", "32", "--batch-size", "32", "--eval-every", "320",
+                  "--learning-rate", "3e-3", "--max-updates", "3000"),
+    "copy_bptt": ("copy_task_elstm", "--max-len", "2", "--hidden-dim", "32", "--batch-size", "32", "--eval-every", "320",
+                  "--learning-rate", "3e-3", "--max-updates", "3000", "--grad-method", "bptt"),
+}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    def launch(item):
+        name, (script, *args) = item
+        cwd = tmp_path_factory.mktemp(name)
+        return name, (run_script(script, *args, cwd=cwd, timeout=600), cwd)
+
+    with ThreadPoolExecutor(max_workers=len(RUNS)) as pool:
+        return dict(pool.map(launch, RUNS.items()))
+
+
+def _ok(runs, name):
+    proc, cwd = runs[name]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc, cwd
+
+
+@pytest.mark.parametrize("name", ["cheetah_rtrl", "popgym_rtrl_a", "popgym_tbptt"])
+def test_r2ac_smoke(runs, name):
+    proc, cwd = _ok(runs, name)
+    assert "recurrent parameters: 2112" in proc.stdout  # 2*16*64 + 4*16
+    scalars = read_scalars(cwd)
+    num_segments = len(re.findall(r"^SPS: ", proc.stdout, re.M))
+    assert num_segments == (1100 // 50 if name.startswith("cheetah") else 1600 // 80)
+    for tag in ("charts/SPS", "charts/rollout_time", "charts/update_time", "charts/learning_rate",
+                "losses/value_loss", "losses/policy_loss", "losses/entropy"):
+        assert len(scalars[tag]) == num_segments, tag
+        assert all(math.isfinite(v) for _, v in scalars[tag]), tag
+    lr = [v for _, v in scalars["charts/learning_rate"]]
+    assert lr[0] == pytest.approx(6e-4) and lr[-1] < lr[0] / 10  # linear decay towards 0
+    episodes = scalars["charts/episodic_return"]
+    assert len(episodes) > 0 and "final: global_step=" in proc.stdout
+    if name.startswith("cheetah"):
+        assert [s for s, _ in scalars["charts/episodic_length"]] and all(v == 1000 for _, v in scalars["charts/episodic_length"])
+
+
+def test_r2ac_same_seed_same_losses(runs):
+    losses = {}
+    for name in ("popgym_rtrl_a", "popgym_rtrl_b"):
+        proc, cwd = _ok(runs, name)
+        losses[name] = re.findall(r"losses: .*$", proc.stdout, re.M)
+        losses[name + "_tb"] = {tag: read_scalars(cwd)[tag] for tag in ("losses/value_loss", "losses/policy_loss",
+                                                                         "charts/episodic_return")}
+    assert len(losses["popgym_rtrl_a"]) == 20 and len(set(losses["popgym_rtrl_a"])) > 1
+    assert losses["popgym_rtrl_a"] == losses["popgym_rtrl_b"]
+    assert losses["popgym_rtrl_a_tb"] == losses["popgym_rtrl_b_tb"]
+
+
+@pytest.mark.parametrize("name", ["copy_rtrl", "copy_bptt"])
+def test_copy_task_solves_small_L(runs, name):
+    proc, cwd = _ok(runs, name)
+    final = proc.stdout.strip().splitlines()[-1]
+    assert final.startswith("final: solved (100% validation sequence accuracy) L=2"), final
+    rows = (cwd / "runs").glob("*/curve.csv")
+    (curve,) = list(rows)
+    lines = curve.read_text().strip().splitlines()
+    assert lines[0].startswith("sequences,updates") and float(lines[-1].split(",")[-1]) == 1.0
+    assert float(lines[1].split(",")[-1]) < 1.0  # the untrained model does not solve it
+    assert len(read_scalars(cwd)["copy/val_seq_acc"]) == len(lines) - 1
+
+
+def test_copy_task_batches_follow_the_protocol():
+    inputs, targets, lengths = copy_task_elstm.make_batch(np.random.default_rng(0), 64, 7)
+    assert inputs.shape == targets.shape == (2 * lengths.max(), 64)
+    for b, l in enumerate(lengths):
+        assert 1 <= l <= 7
+        pattern = inputs[:l, b]
+        assert set(pattern.tolist()) <= {0, 1} and (inputs[l:, b] == copy_task_elstm.BLANK).all()
+        assert (targets[:l, b] == copy_task_elstm.IGNORE).all() and (targets[2 * l:, b] == copy_task_elstm.IGNORE).all()
+        assert torch.equal(targets[l:2 * l, b], pattern)
+
+
+def test_copy_task_streams_follow_the_protocol():
+    """Each online stream is a concatenation of copy-task sequences; reset flags exactly at their first steps."""
+    streams = copy_task_elstm.SequenceStreams(np.random.default_rng(3), 4, 5)
+    steps = [streams.step() for _ in range(201)]
+    completed = sum(s[3] for s in steps[:200])  # sequences whose last step is < 200: their successor starts <= 200
+    found = 0
+    for b in range(4):
+        inputs = [int(s[0][b]) for s in steps]
+        targets = [int(s[1][b]) for s in steps]
+        starts = [t for t, s in enumerate(steps) if s[2][b]]
+        assert starts[0] == 0
+        for start, end in zip(starts, starts[1:]):  # one complete sequence per pair of consecutive starts
+            length = (end - start) // 2
+            assert end - start == 2 * length and 1 <= length <= 5
+            pattern = inputs[start:start + length]
+            assert set(pattern) <= {0, 1} and inputs[start + length:end] == [copy_task_elstm.BLANK] * length
+            assert targets[start:start + length] == [copy_task_elstm.IGNORE] * length
+            assert targets[start + length:end] == pattern
+            found += 1
+    assert found == completed
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_policy_log_prob_and_entropy_match_torch_distributions(continuous):
+    agent, _ = _tiny_agent(continuous, head_dim=0)
+    h = torch.randn(9, N, dtype=torch.float64)
+    torch.manual_seed(5)
+    action, logprob, entropy, value = agent.act(h)
+    if continuous:
+        dist = torch.distributions.Normal(agent.actor(h), agent.actor_logstd.exp().expand(9, -1))
+        ref_logprob, ref_entropy = dist.log_prob(action).sum(-1), dist.entropy().sum(-1)
+    else:
+        dist = torch.distributions.Categorical(logits=agent.actor(h))
+        ref_logprob, ref_entropy = dist.log_prob(action), dist.entropy()
+    assert torch.allclose(logprob, ref_logprob) and torch.allclose(entropy, ref_entropy)
+    lp2, ent2, v2 = agent.evaluate(h, action)
+    assert torch.allclose(lp2, ref_logprob) and torch.allclose(ent2, ref_entropy) and torch.allclose(v2, value)
