@@ -71,11 +71,13 @@ def _tiny_agent(mod, continuous, **model_args):
     return agent, action_space
 
 
-MODEL_VARIANTS = [
-    ("ppo_rtu_rtrl", dict(rtu_variant="nonlinear", activation="relu")),
-    ("ppo_rtu_rtrl", dict(rtu_variant="nonlinear", activation="tanh")),
-    ("ppo_rtu_rtrl", dict(rtu_variant="linear", activation="tanh")),
-    ("ppo_lru_rtrl", dict()),
+MODEL_VARIANTS = [  # compile=True: the torch.compile'd gradient of the scripts' default must be exact too
+    ("ppo_rtu_rtrl", dict(rtu_variant="nonlinear", activation="relu", compile=False)),
+    ("ppo_rtu_rtrl", dict(rtu_variant="nonlinear", activation="tanh", compile=False)),
+    ("ppo_rtu_rtrl", dict(rtu_variant="linear", activation="tanh", compile=False)),
+    ("ppo_rtu_rtrl", dict(rtu_variant="nonlinear", activation="relu", compile=True)),
+    ("ppo_lru_rtrl", dict(compile=False)),
+    ("ppo_lru_rtrl", dict(compile=True)),
 ]
 
 
@@ -101,18 +103,25 @@ def test_update_gradient_of_stored_carry_equals_autograd(script, model_args, con
     advantages = torch.randn(B, generator=g, dtype=torch.float64)
     returns = torch.randn(B, generator=g, dtype=torch.float64)
 
-    def loss_of(new_state):
-        _, logprob, entropy, value = agent.get_action_and_value(new_state, actions)
-        return -(logprob * advantages).mean() + ((value.flatten() - returns) ** 2).mean() - 0.01 * entropy.mean()
+    def loss_of(new_state, perm=torch.arange(B)):
+        _, logprob, entropy, value = agent.get_action_and_value(new_state, actions[perm])
+        return (-(logprob * advantages[perm]).mean() + ((value.flatten() - returns[perm]) ** 2).mean()
+                - 0.01 * entropy.mean())
 
     zero_carry = mod.lru_zero_carry if script == "ppo_lru_rtrl" else mod.rtu_zero_carry
-    # the rollout: carry before step k
+    # the rollout: the buffers store the carry before each step 0..k, flattened over (step, env) as in the update
     state, traces = zero_carry(B, 6, 4, torch.float64)
+    carries = []
     with torch.no_grad():
-        for t in range(k):
+        for t in range(k + 1):
+            carries.append((state, traces))
             state, traces = agent.step(obs[t], state, traces, resets[t])
+    b_states = torch.stack([c[0] for c in carries]).flatten(0, 1)
+    b_traces = type(traces)(*(torch.stack(parts).flatten(0, 1) for parts in zip(*(c[1] for c in carries))))
+    index = k * B + torch.tensor([2, 0, 3, 1])  # the carries before step k, in shuffled order
+    perm = index - k * B
     agent.zero_grad()
-    loss_of(agent.step_rtrl(obs[k], state, traces, resets[k])).backward()
+    loss_of(agent.step_rtrl(obs[k][perm], b_states, b_traces, index, resets[k][perm]), perm).backward()
     rtrl = {name: p.grad.clone() for name, p in agent.named_parameters()}
 
     # the reference: autograd through the whole history (the reference step is differentiable)
@@ -139,7 +148,9 @@ def _step_from_features(agent, script, x, state, traces, reset):
 @pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("env_id", SMOKE_ENVS)
 def test_smoke(script, env_id, tmp_path):
-    proc = run_script(script, "--env-id", env_id, *PPO_SMOKE_ARGS, cwd=tmp_path)
+    # the default torch.compile'd update runs on one env (compiling costs ~20 s per run); the others run eager
+    compile_args = () if env_id == SMOKE_ENVS[0] else ("--no-compile",)
+    proc = run_script(script, "--env-id", env_id, *PPO_SMOKE_ARGS, *compile_args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "recurrent parameters:" in proc.stdout
     scalars = read_scalars(tmp_path)
@@ -154,7 +165,8 @@ def test_same_seed_same_losses(script, tmp_path):
     runs = []
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        proc = run_script(script, "--env-id", "popgym-RepeatPreviousEasy-v0", "--seed", "7", *PPO_SMOKE_ARGS, cwd=tmp_path / name)
+        proc = run_script(script, "--env-id", "popgym-RepeatPreviousEasy-v0", "--seed", "7", *PPO_SMOKE_ARGS, "--no-compile",
+                          cwd=tmp_path / name)
         assert proc.returncode == 0, proc.stderr[-3000:]
         runs.append(read_scalars(tmp_path / name))
     for tag in ("losses/value_loss", "losses/policy_loss", "losses/approx_kl", "charts/episodic_return"):

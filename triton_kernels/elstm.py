@@ -39,7 +39,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from triton_kernels._common import next_pow2, use_triton
+from triton_kernels._common import next_pow2, trace_contract, use_triton
 
 
 class ELSTMParams(NamedTuple):
@@ -183,5 +183,5 @@ def elstm_grads(params: ELSTMParams, x: Tensor, prev_state: Tensor, reset: Tenso
     c_prev = torch.where((reset == 0)[:, None], prev_state, 0.0)
     _, zhat, fhat, _ = _gates(params, x, c_prev)
     grad_x = (delta * zhat) @ params.Z + (delta * fhat) @ params.F  # dc/dx with c_prev constant, contracted with delta
-    grads = ELSTMParams(*(torch.einsum("bn,bnd->nd", delta, t) if t.dim() == 3 else (delta * t).sum(0) for t in new_traces))
+    grads = ELSTMParams(*(trace_contract(delta, t) if t.dim() == 3 else (delta * t).sum(0) for t in new_traces))
     return grad_x, grads

@@ -24,9 +24,10 @@ API
         delta = [dL/dRe h_t, dL/dIm h_t] through this step's output path only. Parameter grads are summed
         over the batch; grad_x is the one-step input gradient (previous state treated as a constant).
     lru_state_step(params, x, state, reset) -> new_state   (lru_step without the traces)
-    lru_grads_from_carry(params, x, state, traces, reset, new_state, delta) -> (grad_x, LRUParams)
+    lru_grads_from_carry(params, x, state, traces, reset, new_state, delta, index=None) -> (grad_x, LRUParams)
         the same gradients as lru_step + lru_grads, formed from the OLD traces of the carry without materialising
-        the new E_B (SPEC 3 cost hint): the PPO update reads each stored trace once.
+        the new E_B (SPEC 3 cost hint): the PPO update reads each stored trace once. With `index`, state and
+        traces are whole rollout buffers and rows `index` are the carry.
 
 Gradients (real parameter p, L real): dL/dp = Re(conj(delta) * dh/dp), with
     dh/dnu_log = e_lambda * lambda * (-exp(nu_log)),   dh/dtheta_log = e_lambda * lambda * (i*exp(theta_log)),
@@ -43,7 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import next_pow2, use_triton
+from ._common import next_pow2, trace_contract, use_triton
 
 
 class LRUParams(NamedTuple):
@@ -198,9 +199,8 @@ def lru_grads(params, x, new_state, new_traces, delta):
     g_theta_log = -theta * im_dle.sum(0)  # Re(conj(delta) * lambda*e_lambda * (i*theta)) = -theta*Im(...)
     eg = new_traces.gamma
     g_gamma_log = gamma * (d_re * eg[:, 0] + d_im * eg[:, 1]).sum(0)  # Re(conj(delta) * e_gamma) * gamma
-    E_re, E_im = new_traces.B[:, 0], new_traces.B[:, 1]
-    g_B_re = torch.einsum("bj,bjk->jk", d_re, E_re) + torch.einsum("bj,bjk->jk", d_im, E_im)  # Re(conj(d) E_B)
-    g_B_im = torch.einsum("bj,bjk->jk", d_im, E_re) - torch.einsum("bj,bjk->jk", d_re, E_im)  # Re(conj(d) i E_B)
+    g_B_re = trace_contract(torch.stack((d_re, d_im), 1), new_traces.B)  # Re(conj(d) E_B)
+    g_B_im = trace_contract(torch.stack((d_im, -d_re), 1), new_traces.B)  # Re(conj(d) i E_B)
     grad_x = (d_re * gamma) @ params.B_re + (d_im * gamma) @ params.B_im  # sum_j Re(conj(d_j) gamma_j B_jk)
     return grad_x, LRUParams(g_nu_log, g_theta_log, g_gamma_log, g_B_re, g_B_im)
 
@@ -213,13 +213,17 @@ def lru_state_step(params, x, state, reset):
     return _lam_times(lam_re, lam_im, h) + torch.exp(params.gamma_log) * Bx  # h_t = lambda*h_{t-1} + exp(gamma_log)*Bx
 
 
-def lru_grads_from_carry(params, x, state, traces, reset, new_state, delta):
+def lru_grads_from_carry(params, x, state, traces, reset, new_state, delta, index=None):
     """lru_grads of the step from the carry (state, traces), without materialising the new E_B (SPEC 3 cost hint).
 
     E_B_new = lambda*E_B_old + exp(gamma_log)*x, so conj(delta)*E_B_new = conj(delta*conj(lambda))*E_B_old
     + exp(gamma_log)*conj(delta)*x: the (B,2,n,D) trace is read once and never written. The small (B,2,n) traces are
     updated as in lru_step. Same results as lru_step + lru_grads.
+    index (B,) optional: state and traces are whole buffers and the carry is their rows `index` (under torch.compile
+    the gather then fuses with the contraction, and the gathered traces are never materialised).
     """
+    if index is not None:
+        state, traces = state.index_select(0, index), LRUTraces(*(t.index_select(0, index) for t in traces))
     keep = 1 - reset.to(x.dtype)
     lam_re, lam_im = _lambda(params)
     gamma = torch.exp(params.gamma_log)
@@ -232,7 +236,6 @@ def lru_grads_from_carry(params, x, state, traces, reset, new_state, delta):
     d_re, d_im = delta[:, 0], delta[:, 1]
     # d' = delta * conj(lambda), zero where the old traces were reset
     dp_re, dp_im = (d_re * lam_re + d_im * lam_im) * keep[:, None], (d_im * lam_re - d_re * lam_im) * keep[:, None]
-    E_re, E_im = traces.B[:, 0], traces.B[:, 1]
-    g_B_re = torch.einsum("bj,bjk->jk", dp_re, E_re) + torch.einsum("bj,bjk->jk", dp_im, E_im) + gamma[:, None] * (d_re.T @ x)
-    g_B_im = torch.einsum("bj,bjk->jk", dp_im, E_re) - torch.einsum("bj,bjk->jk", dp_re, E_im) + gamma[:, None] * (d_im.T @ x)
+    g_B_re = trace_contract(torch.stack((dp_re, dp_im), 1), traces.B) + gamma[:, None] * (d_re.T @ x)
+    g_B_im = trace_contract(torch.stack((dp_im, -dp_re), 1), traces.B) + gamma[:, None] * (d_im.T @ x)
     return grad_x, grads._replace(B_re=g_B_re, B_im=g_B_im)

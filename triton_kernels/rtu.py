@@ -22,9 +22,11 @@ rtu_grads(params, x, new_state, new_traces, delta, activation="relu") -> (grad_x
     batch: grad(p) = sum_b delta1*e1_p + delta2*e2_p. grad_x is the one-step gradient (previous state constant):
     gamma * [(delta1*f'1) @ W1 + (delta2*f'2) @ W2], with f' read off new_state.
 rtu_state_step(params, x, state, reset, activation="relu") -> new_state   (rtu_step without the traces)
-rtu_grads_from_carry(params, x, state, traces, reset, new_state, delta, activation="relu") -> (grad_x, RTUParams)
+rtu_grads_from_carry(params, x, state, traces, reset, new_state, delta, activation="relu", index=None)
+        -> (grad_x, RTUParams)
     the same gradients as rtu_step + rtu_grads, formed from the OLD traces of the carry without materialising the
-    new ones (SPEC 3 cost hint): the PPO update reads each stored trace once.
+    new ones (SPEC 3 cost hint): the PPO update reads each stored trace once. With `index`, state and traces are
+    whole rollout buffers and rows `index` are the carry.
 
 Numerics (deviation from the official code): gamma = sqrt(max(1 - r^2, 1e-30)) with 1 - r^2 computed as
 -expm1(-2 nu), no "+1e-8". In float32 r = exp(-nu) rounds to 1 for nu < 6e-8, where the naive 1 - r^2 would give
@@ -38,7 +40,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from triton_kernels._common import next_pow2, use_triton
+from triton_kernels._common import next_pow2, trace_contract, use_triton
 
 ACTIVATIONS = {"linear": 0, "relu": 1, "tanh": 2}
 _MIN_1MR2 = 1e-30  # floor on 1 - r^2 (only reached if nu = exp(nu_log) underflows)
@@ -248,8 +250,8 @@ def rtu_grads(params: RTUParams, x, new_state, new_traces: RTUTraces, delta, act
     # grad(p) = sum_b delta1*e1_p + delta2*e2_p  (SPEC 2.1, new traces)
     grad_nu = (delta * new_traces.nu).sum((0, 1))
     grad_theta = (delta * new_traces.theta).sum((0, 1))
-    grad_W1 = torch.einsum("bkn,bknd->nd", delta, new_traces.W1)
-    grad_W2 = torch.einsum("bkn,bknd->nd", delta, new_traces.W2)
+    grad_W1 = trace_contract(delta, new_traces.W1)
+    grad_W2 = trace_contract(delta, new_traces.W2)
     # one-step input gradient: gamma * [(delta1*f'1) @ W1 + (delta2*f'2) @ W2], f' from the new state
     d = delta * _fprime(new_state, activation) * rtu_coefficients(params)[3]
     grad_x = d[:, 0] @ params.W1 + d[:, 1] @ params.W2
@@ -279,13 +281,18 @@ def rtu_state_step(params: RTUParams, x, state, reset, activation="relu"):
     return pre if activation == "linear" else _act_and_grad(pre, activation)[0]
 
 
-def rtu_grads_from_carry(params: RTUParams, x, state, traces: RTUTraces, reset, new_state, delta, activation="relu"):
+def rtu_grads_from_carry(params: RTUParams, x, state, traces: RTUTraces, reset, new_state, delta, activation="relu",
+                         index=None):
     """rtu_grads of the step from the carry (state, traces), without materialising the new traces (SPEC 3 cost hint).
 
     Every new trace is linear in the old one: e_new = f' * (R e_old + u), R the rotation-scaling by (g, phi) and u the
     step's input term. With a = delta * f':  sum_b delta . e_new = sum_b (R^T a) . e_old + sum_b a . u,
     so the (B,2,n,D) traces are read once and never written. Same results as rtu_step + rtu_grads.
+    index (B,) optional: state and traces are whole buffers and the carry is their rows `index` (under torch.compile
+    the gather then fuses with the contraction, and the gathered traces are never materialised).
     """
+    if index is not None:
+        state, traces = state.index_select(0, index), RTUTraces(*(t.index_select(0, index) for t in traces))
     _, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th = rtu_coefficients(params)
     keep = (1 - reset.to(x.dtype))[:, None, None]
     prev = state * keep  # [h1, h2]_{t-1}, zeroed at an episode start
@@ -296,7 +303,7 @@ def rtu_grads_from_carry(params: RTUParams, x, state, traces: RTUTraces, reset, 
     grad_nu = (a_old * traces.nu + a * (_rot(prev, dg, dphi) + dgamma * wx)).sum((0, 1))
     grad_theta = (a_old * traces.theta + a * _rot(prev, dg_th, dphi_th)).sum((0, 1))
     # W1: u = (gamma x, 0); W2: u = (0, gamma x)
-    grad_W1 = torch.einsum("bkn,bknd->nd", a_old, traces.W1) + gamma[:, None] * (a[:, 0].T @ x)
-    grad_W2 = torch.einsum("bkn,bknd->nd", a_old, traces.W2) + gamma[:, None] * (a[:, 1].T @ x)
+    grad_W1 = trace_contract(a_old, traces.W1) + gamma[:, None] * (a[:, 0].T @ x)
+    grad_W2 = trace_contract(a_old, traces.W2) + gamma[:, None] * (a[:, 1].T @ x)
     grad_x = (a[:, 0] * gamma) @ params.W1 + (a[:, 1] * gamma) @ params.W2
     return grad_x, RTUParams(grad_nu, grad_theta, grad_W1, grad_W2)
