@@ -1,14 +1,14 @@
-"""Curves and numbers of ppo_gru_tbptt.py sanity runs, read from their TensorBoard event files (no hand-written numbers).
+"""Curves and numbers of PPO sanity runs (any algos/ppo_*.py script), read from their TensorBoard event files (no hand-written numbers).
 
-Usage: python results/sanity/gru_report.py --run RUN_DIR --out PREFIX --command "CMD" --commit SHA --script-sha256 SHA
-       --date "DATE" [--random-return R] [--note TEXT ...]
+Usage: python results/sanity/ppo_report.py --run RUN_DIR --out PREFIX --command "CMD" --commit SHA --date "DATE"
+       [--script-sha256 SHA] [--machine TEXT] [--random-return R] [--note TEXT ...]
 Writes PREFIX.png (episodic return: every episode, and the mean per PPO iteration) and PREFIX.md (the numbers below,
 the command, commit, date, steps and seed).
 
 Numbers: episodes, last env step; MMER (POPGym's metric, SPEC 7: max over iterations of the mean return of the episodes
 that ended in that iteration); the mean return of the last 10% of the episodes; steady SPS (env steps per second of
 rollout + update, averaged over iterations after the first) and the mean rollout/update time per iteration; the
-largest debug/first_minibatch_ratio_error (must be ~0, SPEC 4).
+largest debug/first_minibatch_ratio_error where the script logs it (T-BPTT scripts; must be ~0, SPEC 4).
 """
 import argparse
 import os
@@ -25,7 +25,8 @@ p.add_argument("--run", required=True)
 p.add_argument("--out", required=True)
 p.add_argument("--command", required=True)
 p.add_argument("--commit", required=True)
-p.add_argument("--script-sha256", required=True)
+p.add_argument("--script-sha256", help="sha256 of the script when it was not committed at --commit")
+p.add_argument("--machine", default="2 shared CPU cores, busy with other jobs during the run: SPS is not a clean speed number")
 p.add_argument("--date", required=True)
 p.add_argument("--random-return", type=float)
 p.add_argument("--note", action="append", default=[], help="extra bullet line(s) for the markdown")
@@ -50,7 +51,7 @@ for it in np.unique(iteration):
 means = np.array(means)
 last = ep_returns[-max(1, len(ep_returns) // 10):]
 steady_sps = steps_per_iter / np.mean(rollout[1:] + update[1:])
-ratio_err = scalar["debug/first_minibatch_ratio_error"][1].max()
+ratio_err = scalar["debug/first_minibatch_ratio_error"][1].max() if "debug/first_minibatch_ratio_error" in scalar else None
 name = os.path.basename(opts.run.rstrip("/"))
 env_id, exp_name, seed = name.split("__")[:3]
 
@@ -71,13 +72,13 @@ lines = [
     "",
     "One seed, default hyperparameters of the script unless given in the command. A check that the script learns,",
     "not a tuned or multi-seed result. Numbers below are computed from the run's TensorBoard event file by",
-    f"`python results/sanity/gru_report.py` ({os.path.basename(opts.out)}.png is made by the same call).",
+    f"`python results/sanity/ppo_report.py` ({os.path.basename(opts.out)}.png is made by the same call).",
     "",
     f"- command (run in a scratch directory, OMP_NUM_THREADS=1): `{opts.command}`",
-    f"- date: {opts.date}; git commit at start: {opts.commit} (ppo_gru_tbptt.py was uncommitted; its sha256 at start: "
-    f"{opts.script_sha256})",
+    f"- date: {opts.date}; git commit at start: {opts.commit}"
+    + (f" ({exp_name}.py was uncommitted; its sha256 at start: {opts.script_sha256})" if opts.script_sha256 else ""),
     f"- env steps: {int(iter_steps[-1])} ({len(iter_steps)} iterations of {steps_per_iter}); seed {seed}",
-    f"- machine: 2 shared CPU cores, busy with other jobs during the run (load average 5-7): SPS is not a clean speed number",
+    f"- machine: {opts.machine}",
     *([f"- random-policy reference return: {opts.random_return:g}"] if opts.random_return is not None else []),
     *[f"- {note}" for note in opts.note],
     "",
@@ -90,7 +91,7 @@ lines = [
     f"| steady SPS (rollout + update, iterations 2..) | {steady_sps:.0f} |",
     f"| mean rollout time per iteration (s) | {rollout[1:].mean():.2f} |",
     f"| mean update time per iteration (s) | {update[1:].mean():.2f} |",
-    f"| max debug/first_minibatch_ratio_error | {ratio_err:.2e} |",
+    *([f"| max debug/first_minibatch_ratio_error | {ratio_err:.2e} |"] if ratio_err is not None else []),
 ]
 with open(opts.out + ".md", "w") as f:
     f.write("\n".join(lines) + "\n")
