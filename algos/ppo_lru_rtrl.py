@@ -103,8 +103,8 @@ class Args:
     max_phase: float = 6.283185307179586
     """largest initial phase of lambda"""
     compile: bool = True
-    """torch.compile the update's RTRL gradient (fuses the gather of the stored traces with their contraction;
-    ~3x faster update, about 30 s of compilation at the first update)"""
+    """torch.compile the rollout's recurrent step and the update's RTRL gradient (the latter fuses the gather of the
+    stored traces with their contraction); costs about 30-60 s of compilation in the first iteration"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -256,6 +256,8 @@ class Agent(nn.Module):
         self.continuous = isinstance(envs.single_action_space, gym.spaces.Box)
         self.hidden_dim, self.encoder_dim = args.hidden_dim, args.encoder_dim
         self.encoder = nn.Sequential(layer_init(nn.Linear(obs_dim, args.encoder_dim)), nn.Tanh())
+        # --compile: the rollout step and the update's gradient run as torch.compile'd (fused) code
+        self.lru_step = torch.compile(lru_step) if args.compile else lru_step
         self.grads_from_carry = torch.compile(lru_grads_from_carry, dynamic=False) if args.compile else lru_grads_from_carry
         lru = lru_init_params(args.hidden_dim, args.encoder_dim, args.r_min, args.r_max, args.max_phase)
         self.nu_log, self.theta_log, self.gamma_log, self.B_re, self.B_im = (nn.Parameter(p) for p in lru)
@@ -290,7 +292,7 @@ class Agent(nn.Module):
     def step(self, obs, state, traces, reset):
         """Rollout step (no gradient): returns the new carry, so it can be stored for the next step."""
         x = self.encoder(obs)
-        return lru_step(self.lru_params(), x, state, traces, reset)
+        return self.lru_step(self.lru_params(), x, state, traces, reset)
 
     def step_rtrl(self, obs, b_states, b_traces, index, reset):
         """Update step from the stored carries of rows `index` of the rollout buffers: differentiable, with the RTRL

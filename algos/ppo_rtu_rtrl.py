@@ -105,8 +105,8 @@ class Args:
     r_max: float = 1.0
     """largest initial |lambda| of the RTU"""
     compile: bool = True
-    """torch.compile the update's RTRL gradient (fuses the gather of the stored traces with their contraction;
-    ~3x faster update, about 30 s of compilation at the first update)"""
+    """torch.compile the rollout's recurrent step and the update's RTRL gradient (the latter fuses the gather of the
+    stored traces with their contraction); costs about 30-60 s of compilation in the first iteration"""
 
     # to be filled in runtime
     batch_size: int = 0
@@ -260,6 +260,8 @@ class Agent(nn.Module):
         self.recurrent_activation = args.activation if args.rtu_variant == "nonlinear" else "linear"
         self.output_activation = {"relu": torch.relu, "tanh": torch.tanh}[args.activation]
         self.encoder = nn.Sequential(layer_init(nn.Linear(obs_dim, args.encoder_dim)), nn.Tanh())
+        # --compile: the rollout step and the update's gradient run as torch.compile'd (fused) code
+        self.rtu_step = torch.compile(rtu_step) if args.compile else rtu_step
         self.grads_from_carry = torch.compile(rtu_grads_from_carry, dynamic=False) if args.compile else rtu_grads_from_carry
         rtu = rtu_init_params(args.hidden_dim, args.encoder_dim, args.r_min, args.r_max)
         self.nu_log, self.theta_log, self.W1, self.W2 = (nn.Parameter(p) for p in rtu)
@@ -293,7 +295,7 @@ class Agent(nn.Module):
     def step(self, obs, state, traces, reset):
         """Rollout step (no gradient): returns the new carry, so it can be stored for the next step."""
         x = self.encoder(obs)
-        return rtu_step(self.rtu_params(), x, state, traces, reset, self.recurrent_activation)
+        return self.rtu_step(self.rtu_params(), x, state, traces, reset, self.recurrent_activation)
 
     def step_rtrl(self, obs, b_states, b_traces, index, reset):
         """Update step from the stored carries of rows `index` of the rollout buffers: differentiable, with the RTRL
