@@ -15,7 +15,8 @@ Run with OMP_NUM_THREADS=1.
 
     OMP_NUM_THREADS=1 python scripts/bench_rtrl_vs_tbptt.py --out results/perf/rtrl_vs_tbptt.md
 
-The batch setting (PPO update iteration time, ppo_rtu_rtrl vs ppo_gru_tbptt at several T) is not measured yet.
+The batch setting (PPO update iteration time, ppo_rtu_rtrl vs ppo_gru_tbptt at several T) is measured by
+scripts/bench_sps.py (results/perf/sps.md), which runs the PPO scripts themselves.
 """
 import argparse
 import datetime
@@ -132,7 +133,7 @@ def markdown(rows, Ts, meta):
     out += [f"- Command: `{meta['command']}`", f"- Machine: {meta['cpu']} ({meta['nproc']} logical CPUs), "
             f"OMP_NUM_THREADS={meta['omp']}, torch {meta['torch']}, Python {meta['python']}",
             f"- Date: {meta['date']}; load average at start {meta['load_start']}, at end {meta['load_end']} "
-            "(other jobs shared the 2 cores: wall-clock times are inflated and noisy, hence the CPU-time table)",
+            "(wall-clock times are inflated and noisy when other jobs share the cores, hence the CPU-time table)",
             f"- Setting: online TD(lambda) on trace conditioning (ISI 10, 10 distractors, D = 12 inputs), one update "
             "per step; a step = env step + learner step (forward, gradient of v) + eligibility trace + fused Adam, "
             "exactly the inner loop of `algos/td_animal_learning.py`, whose learner classes are used. Equal "
@@ -162,8 +163,9 @@ def markdown(rows, Ts, meta):
         out.append(f"| {LABELS[x['arch']]} | {x['T'] if x['T'] is not None else '-'} | {x['size']} | {x['params']} | "
                    f"{x['flops']:,} | {x['steps']} | {ms(x['cpu'])} | {ms(x['median'])} | {ms(x['min'])} |")
     out += ["", "## Batch setting (PPO update iteration time)", "",
-            "Pending: PPO update time of `ppo_rtu_rtrl.py` vs `ppo_gru_tbptt.py` at several T will be added once "
-            "`algos/ppo_gru_tbptt.py` exists.", ""]
+            "Measured by `scripts/bench_sps.py`, which runs the PPO scripts themselves: see the batch-setting table "
+            "of `results/perf/sps.md` (update time per iteration of `ppo_gru_tbptt.py` / `ppo_lru_tbptt.py` at "
+            "several T vs `ppo_rtu_rtrl.py`).", ""]
     return "\n".join(out)
 
 

@@ -2,7 +2,9 @@
 
 Each (script, env) runs as its own process for `--iterations` PPO iterations (R2AC: the same number of env steps);
 the first iteration is warm-up and is dropped. Steady-state numbers come from the per-iteration TensorBoard scalars
-the scripts log (charts/rollout_time, charts/update_time), peak RSS from the kernel (os.wait4).
+the scripts log (charts/rollout_time, charts/update_time), peak RSS from the kernel (os.wait4). Two more tables:
+SPS of --scaling-script against --num-envs (num_envs x num_steps = 2048), and the batch setting of the RTU paper's
+runtime figure (PPO update time per iteration of ppo_gru_tbptt / ppo_lru_tbptt at --tbptt-lens T vs the RTRL scripts).
 
     python scripts/bench_sps.py --out results/perf/sps.md
 """
@@ -69,6 +71,8 @@ def main():
     parser.add_argument("--threads", type=int, default=1, help="OMP_NUM_THREADS of each run")
     parser.add_argument("--scaling-script", default="ppo_rtu_rtrl", help="script for the --num-envs scaling table")
     parser.add_argument("--no-scaling", action="store_true", help="skip the --num-envs scaling table")
+    parser.add_argument("--tbptt-lens", type=int, nargs="*", default=[1, 2, 4, 8, 16, 32, 64],
+                        help="T of the batch-setting table (PPO update time vs T on HalfCheetah-P-v5); none = skip it")
     parser.add_argument("--only", nargs="*", help="run only these scripts")
     parser.add_argument("--out", help="also write the report to this markdown file")
     opts = parser.parse_args()
@@ -103,6 +107,18 @@ def main():
             scaling.append(f"| {num_envs} | {2048 // num_envs} | {sps:.0f} | {roll:.0f} | {upd:.0f} | {rss:.0f} |")
             print(scaling[-1], flush=True)
 
+    # Batch setting of the RTU paper's runtime figure: PPO update time per iteration, T-BPTT at several T vs RTRL.
+    by_T = []
+    if opts.tbptt_lens:
+        by_T = ["| script | " + " | ".join(f"T={T}" for T in opts.tbptt_lens) + " |", "|-|" + "-|" * len(opts.tbptt_lens)]
+        for label, script in (("ppo_gru_tbptt", "ppo_gru_tbptt"), ("ppo_lru_tbptt", "ppo_lru_tbptt")):
+            cells = [run(script, ["--env-id", ENVS[0], "--tbptt-len", str(T)], steps, opts.threads)[2] for T in opts.tbptt_lens]
+            by_T.append(f"| {label} | " + " | ".join(f"{c:.0f}" for c in cells) + " |")
+            print(by_T[-1], flush=True)
+        for label, _, _ in CONFIGS[:3]:  # RTRL has no T: its update time at the default config, from the table above
+            if (label, ENVS[0]) in results:
+                by_T.append(f"| {label} (no T) | " + " | ".join(f"{results[(label, ENVS[0])][1]:.0f}" for _ in opts.tbptt_lens) + " |")
+
     report = "\n".join([
         f"Command: `python scripts/bench_sps.py {' '.join(sys.argv[1:])}`",
         f"Machine: {machine_line()}; OMP_NUM_THREADS={opts.threads}; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
@@ -110,6 +126,8 @@ def main():
         "warm-up and excluded. Steady SPS = 2048 / (rollout + update time) averaged over the remaining iterations.",
         "", *lines, "", "Targets:", *ratio_lines,
         *(["", f"Scaling of {opts.scaling_script} on {ENVS[0]} with num_envs x num_steps = 2048:", "", *scaling] if scaling else []),
+        *(["", f"Batch setting: PPO update time per iteration (ms; 2048 transitions, 4 epochs x 32 minibatches) on {ENVS[0]},",
+           "T-BPTT at window length T vs RTRL (which has no T):", "", *by_T] if by_T else []),
     ])
     print(report)
     if opts.out:
