@@ -60,6 +60,12 @@ def run(script, args, steps, threads):
     return sps, 1e6 * np.mean(rollout) / steps_per_iter, 1e3 * np.mean(update), rusage.ru_maxrss / 1024, wall
 
 
+def git_commit():
+    out = subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True, text=True)
+    dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "algos", "triton_kernels"], capture_output=True, text=True)
+    return out.stdout.strip() + (" (with uncommitted changes in algos/ or triton_kernels/)" if dirty.stdout.strip() else "")
+
+
 def machine_line():
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
@@ -122,6 +128,7 @@ def main():
     report = "\n".join([
         f"Command: `python scripts/bench_sps.py {' '.join(sys.argv[1:])}`",
         f"Machine: {machine_line()}; OMP_NUM_THREADS={opts.threads}; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"Code: commit {git_commit()}",
         f"Each run: {opts.iterations} iterations of 2048 env steps at the script's defaults; the first iteration is",
         "warm-up and excluded. Steady SPS = 2048 / (rollout + update time) averaged over the remaining iterations.",
         "", *lines, "", "Targets:", *ratio_lines,
