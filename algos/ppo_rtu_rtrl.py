@@ -106,7 +106,7 @@ class Args:
     """largest initial |lambda| of the RTU"""
     compile: bool = True
     """torch.compile the rollout's recurrent step and the update's RTRL gradient (the latter fuses the gather of the
-    stored traces with their contraction); costs about 30-60 s of compilation in the first iteration"""
+    stored traces with their contraction); compiling costs about 25 s in the first iteration (cold cache)"""
 
     # to be filled in runtime
     batch_size: int = 0

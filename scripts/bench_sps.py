@@ -117,12 +117,12 @@ def main():
     by_T = []
     if opts.tbptt_lens:
         by_T = ["| script | " + " | ".join(f"T={T}" for T in opts.tbptt_lens) + " |", "|-|" + "-|" * len(opts.tbptt_lens)]
-        for label, script in (("ppo_gru_tbptt", "ppo_gru_tbptt"), ("ppo_lru_tbptt", "ppo_lru_tbptt")):
+        for script in ("ppo_gru_tbptt", "ppo_lru_tbptt"):
             cells = [run(script, ["--env-id", ENVS[0], "--tbptt-len", str(T)], steps, opts.threads)[2] for T in opts.tbptt_lens]
-            by_T.append(f"| {label} | " + " | ".join(f"{c:.0f}" for c in cells) + " |")
+            by_T.append(f"| {script} | " + " | ".join(f"{c:.0f}" for c in cells) + " |")
             print(by_T[-1], flush=True)
-        for label, _, _ in CONFIGS[:3]:  # RTRL has no T: its update time at the default config, from the table above
-            if (label, ENVS[0]) in results:
+        for label, script, _ in CONFIGS:  # RTRL has no T: its update time at the default config, from the table above
+            if script.endswith("_rtrl") and (label, ENVS[0]) in results:
                 by_T.append(f"| {label} (no T) | " + " | ".join(f"{results[(label, ENVS[0])][1]:.0f}" for _ in opts.tbptt_lens) + " |")
 
     report = "\n".join([
