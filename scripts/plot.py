@@ -3,7 +3,7 @@
 RL runs (PPO scripts, r2ac_elstm.py, anything that writes CleanRL-style run directories):
 
     python scripts/plot.py --runs runs --out results/popgym --envs ^popgym- --exps ^ppo_ --popgym
-    python scripts/plot.py --runs runs --out results/mujoco_pv --envs '-[PV]-v5$' --exps '^ppo_'
+    python scripts/plot.py --runs runs --out results/mujoco_pv --envs='-[PV]-v5$' --exps '^ppo_'
     python scripts/plot.py --runs runs --out results/copy_task --envs '^copy' --tag copy/val_seq_acc --xlabel sequences
 
 Every directory under --runs that holds TensorBoard event files and is named `{env_id}__{exp_name}__{seed}__{time}`
