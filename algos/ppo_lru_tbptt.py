@@ -26,7 +26,8 @@ from torch.distributions.normal import Normal
 from torch.utils.tensorboard import SummaryWriter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root: triton_kernels
-from triton_kernels.lru import LRUParams, lru_init_params, lru_init_readout, lru_state_step
+from triton_kernels.lru import (LRUParams, lru_init_params, lru_init_readout, lru_state_step,
+                                lru_state_unroll)
 
 
 @dataclass
@@ -277,12 +278,8 @@ class Agent(nn.Module):
         state from before each window's first step (a constant, where the gradient is truncated). Returns the M*T
         states after each step, window-major (the order of the minibatch's flat transition indices).
         """
-        x = self.encoder(obs)
-        states = []
-        for t in range(obs.shape[1]):
-            state = self.cell(x[:, t], state, dones[:, t])
-            states.append(state)
-        return torch.stack(states, 1).flatten(0, 1)
+        # = self.cell at each step; lru_state_unroll hoists lambda and B x_t out of the time loop
+        return lru_state_unroll(self.lru_params(), self.encoder(obs), state, dones).flatten(0, 1)
 
     def get_value(self, state):
         return self.critic(self.features(state))

@@ -8,7 +8,8 @@ import torch
 
 import triton_kernels.lru as lru
 from triton_kernels.lru import (LRUParams, LRUTraces, lru_grads, lru_grads_from_carry, lru_init_params,
-                                lru_init_readout, lru_state_step, lru_step, lru_zero_carry)
+                                lru_init_readout, lru_state_step, lru_state_unroll, lru_step,
+                                lru_zero_carry)
 
 F64 = torch.float64
 B, N, D, H = 3, 5, 4, 2
@@ -201,3 +202,41 @@ def test_grads_from_carry_equal_step_then_grads():
     for e, o in zip((expected[0], *expected[1]), (got[0], *got[1])):
         assert e.abs().max() > 1e-3
         torch.testing.assert_close(o, e, rtol=1e-12, atol=1e-12)
+
+
+def test_state_unroll_equals_state_steps():
+    """lru_state_unroll (T-BPTT's forward, lambda and B x hoisted out of the loop) equals T lru_state_steps, in value
+    and in autograd gradient w.r.t. every parameter, the inputs and the initial state (float64)."""
+    g = torch.Generator().manual_seed(6)
+    M, T, n, D = 4, 7, 5, 3
+    params = LRUParams(*(p + 0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64)
+                         for p in lru_init_params(n, D, generator=g, dtype=torch.float64)))
+    x = torch.randn(M, T, D, generator=g, dtype=torch.float64)
+    state = torch.randn(M, 2, n, generator=g, dtype=torch.float64)
+    resets = (torch.rand(M, T, generator=g) < 0.3).to(torch.float64)
+    resets[1, 3] = 1.0  # at least one reset inside a sequence
+    weights = torch.randn(M, T, 2, n, generator=g, dtype=torch.float64)
+    leaves = [*params, x, state]
+
+    def value_and_grads(run):
+        for leaf in leaves:
+            leaf.grad = None
+            leaf.requires_grad_(True)
+        states = run()
+        (states * weights).sum().backward()
+        return states.detach(), [leaf.grad.clone() for leaf in leaves]
+
+    def stepwise():
+        s, out = state, []
+        for t in range(T):
+            s = lru_state_step(params, x[:, t], s, resets[:, t])
+            out.append(s)
+        return torch.stack(out, 1)
+
+    expected, expected_grads = value_and_grads(stepwise)
+    got, got_grads = value_and_grads(lambda: lru_state_unroll(params, x, state, resets))
+    assert got.shape == (M, T, 2, n)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    for g_got, g_expected in zip(got_grads, expected_grads):
+        assert g_expected.abs().max() > 0
+        torch.testing.assert_close(g_got, g_expected, rtol=1e-12, atol=1e-12)

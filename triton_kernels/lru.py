@@ -24,6 +24,9 @@ API
         delta = [dL/dRe h_t, dL/dIm h_t] through this step's output path only. Parameter grads are summed
         over the batch; grad_x is the one-step input gradient (previous state treated as a constant).
     lru_state_step(params, x, state, reset) -> new_state   (lru_step without the traces)
+    lru_state_unroll(params, x (M,T,D), state (M,2,n), resets (M,T)) -> states (M,T,2,n)
+        T lru_state_steps over a sequence (autograd-differentiable, for T-BPTT): lambda, exp(gamma_log) and B x_t
+        are formed once per sequence, not per step; states[:, t] is the state after step t.
     lru_grads_from_carry(params, x, state, traces, reset, new_state, delta, index=None) -> (grad_x, LRUParams)
         the same gradients as lru_step + lru_grads, formed from the OLD traces of the carry without materialising
         the new E_B (SPEC 3 cost hint): the PPO update reads each stored trace once. With `index`, state and
@@ -211,6 +214,20 @@ def lru_state_step(params, x, state, reset):
     lam_re, lam_im = _lambda(params)
     Bx = torch.stack([x @ params.B_re.T, x @ params.B_im.T], 1)
     return _lam_times(lam_re, lam_im, h) + torch.exp(params.gamma_log) * Bx  # h_t = lambda*h_{t-1} + exp(gamma_log)*Bx
+
+
+def lru_state_unroll(params, x, state, resets):
+    """lru_state_step over a sequence x (M, T, D) from state (M, 2, n); resets (M, T) as lru_state_step's reset at
+    each step. Returns the states after each step, (M, T, 2, n). Only the recurrence itself stays in the time loop:
+    lambda, exp(gamma_log) and the input term B x_t for all T steps (one matmul) are computed once."""
+    lam_re, lam_im = _lambda(params)
+    gamma_Bx = torch.exp(params.gamma_log) * torch.stack([x @ params.B_re.T, x @ params.B_im.T], 2)  # (M, T, 2, n)
+    keep = 1 - resets.to(x.dtype)
+    states = []
+    for t in range(x.shape[1]):
+        state = _lam_times(lam_re, lam_im, state * keep[:, t, None, None]) + gamma_Bx[:, t]
+        states.append(state)
+    return torch.stack(states, 1)
 
 
 def lru_grads_from_carry(params, x, state, traces, reset, new_state, delta, index=None):
