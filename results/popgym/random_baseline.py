@@ -1,8 +1,9 @@
-"""A uniform random policy on POPGym tasks, scored like the PPO runs: final score and MMER (scripts/plot.py's).
+"""A uniform random policy on POPGym tasks, scored like the PPO runs: scripts/plot.py's final_score and mmer.
 
 MMER is a maximum over training of noisy batch means, so even a policy that never learns scores above its mean
 return. This gives that floor: the same env construction as the PPO scripts (algos/ppo_rtu_rtrl.make_env), the same
-number of env steps, and batches of 2048 steps (one PPO iteration), merged until they hold at least 10 episodes.
+number of env steps, and MMER batches of 2048 steps (one PPO iteration), merged until they hold at least 10 episodes
+(plot.py's defaults).
 
 --policy constant always takes action 0 instead: a peaked policy that has learnt nothing, whose episode returns
 spread more than a uniform policy's, and so whose MMER lies further above its mean.
@@ -16,7 +17,9 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "algos"))
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+sys.path[:0] = [os.path.join(ROOT, "algos"), os.path.join(ROOT, "scripts")]
+from plot import final_score, mmer  # noqa: E402
 from ppo_rtu_rtrl import make_env  # noqa: E402
 
 p = argparse.ArgumentParser()
@@ -34,17 +37,14 @@ for env_id in a.env_ids:
     env = make_env(env_id, 0, False, "random", 0.99, normalize=False)()
     env.action_space.seed(a.seed)
     env.reset(seed=a.seed)
-    returns, batch_means, batch = [], [], []
+    returns, end_steps = [], []
     for step in range(1, a.steps + 1):
         _, _, terminated, truncated, info = env.step(env.action_space.sample() if a.policy == "uniform" else 0)
         if terminated or truncated:
             returns.append(float(info["episode"]["r"]))
-            batch.append(returns[-1])
+            end_steps.append(step)
             env.reset()
-        if step % a.batch_steps == 0 and len(batch) >= a.min_episodes:
-            batch_means.append(np.mean(batch))
-            batch = []
-    returns = np.array(returns)
-    final = returns[-max(1, len(returns) // 10):].mean()
-    print(f"| {env_id} | {returns.mean():.4f} | {final:.4f} | {max(batch_means):.4f} | {len(returns)} | {a.steps} | {a.seed} |",
+    iteration_ends = np.arange(a.batch_steps, a.steps + 1, a.batch_steps)  # where a PPO run logs charts/SPS
+    print(f"| {env_id} | {np.mean(returns):.4f} | {final_score(returns):.4f} | "
+          f"{mmer(end_steps, returns, iteration_ends, a.min_episodes):.4f} | {len(returns)} | {a.steps} | {a.seed} |",
           flush=True)
