@@ -18,7 +18,9 @@ repeats, the newest run is used. Outputs in --out:
 - aggregate_<score>.png, aggregate.json: IQM and mean over tasks x seeds of the per-run score, with 95% stratified
   bootstrap confidence intervals (rliable's method, implemented here with numpy: runs are resampled with replacement
   within each task). Scores are normalised per task to [0, 1] by the min and max over all runs of that task (all
-  architectures) before they are pooled across tasks (--normalize none pools raw scores);
+  architectures) before they are pooled across tasks (--normalize none pools raw scores). Only the tasks that every
+  aggregated architecture (--aggregate-exps, default all) ran are pooled, so that all of them are scored on the same
+  tasks; summary.md lists the tasks left out;
 - summary.md: per-task tables (mean +- std over seeds, 95% bootstrap CI, n seeds) and the aggregate table.
 
 MMER (--popgym, POPGym's metric; SPEC 7): per run, the maximum over training of the mean episodic return of a batch
@@ -312,13 +314,17 @@ def plot_curves(runs, tasks, archs, colors, args):
     plt.close(big)
 
 
+def common_tasks(scores, archs):
+    """The tasks on which every arch in archs has at least one run (rliable pools one task set for all archs)."""
+    return [t for t, d in scores.items() if all(len(d.get(a, ())) for a in archs)]
+
+
 def aggregate(scores_norm, archs, args):
-    """{arch: {metric: (point, lo, hi), tasks, runs}} over the tasks each arch ran."""
+    """{arch: {metric: (point, lo, hi), tasks, runs}} over the tasks every arch in archs ran."""
+    tasks = common_tasks(scores_norm, archs)
     res = {}
-    for arch in archs:
-        groups = [d[arch] for d in scores_norm.values() if arch in d and len(d[arch])]
-        if not groups:
-            continue
+    for arch in archs if tasks else ():
+        groups = [scores_norm[t][arch] for t in tasks]
         entry = {"tasks": len(groups), "runs": int(sum(len(g) for g in groups))}
         for name, stat in (("IQM", iqm), ("mean", mean)):
             entry[name] = stratified_bootstrap(groups, stat, reps=args.reps, seed=args.seed)
@@ -353,6 +359,9 @@ def rl_report(args):
     tasks = sorted({r["env"] for r in runs})
     archs = sorted({r["exp"] for r in runs})
     colors = colors_for(archs)
+    agg_archs = [a for a in archs if not args.aggregate_exps or re.search(args.aggregate_exps, a)]
+    if not agg_archs:
+        sys.exit(f"error: --aggregate-exps {args.aggregate_exps!r} matches none of {', '.join(archs)}")
     for r in runs:
         r["final"] = final_score(r["values"], args.last_frac)
         r["mmer"] = mmer(r["steps"], r["values"], r["boundaries"], args.mmer_min_episodes, args.mmer_window)
@@ -403,19 +412,30 @@ def rl_report(args):
 
         raw = {t: {a: np.array([r[sname] for r in runs if r["env"] == t and r["exp"] == a]) for a in archs} for t in tasks}
         raw = {t: {a: v for a, v in d.items() if len(v)} for t, d in raw.items()}
-        agg = aggregate(normalize_per_task(raw, args.normalize), archs, args)
+        agg = aggregate(normalize_per_task(raw, args.normalize), agg_archs, args)
+        pooled = common_tasks(raw, agg_archs)
+        left_out = [f"{t} (no runs of {', '.join(a for a in agg_archs if not len(raw[t].get(a, ())))})"
+                    for t in tasks if t not in pooled]
+        left_out += [f"architecture {a} (not matched by --aggregate-exps)" for a in archs if a not in agg_archs]
         summary["aggregate"][sname] = {a: {"IQM": list(e["IQM"]), "mean": list(e["mean"]), "tasks": e["tasks"],
                                            "runs": e["runs"]} for a, e in agg.items()}
+        summary["aggregate_tasks"] = pooled
         md += [f"## Aggregate over tasks x seeds: {label[sname]}", "",
                f"IQM and mean with 95% stratified-bootstrap CIs ({args.reps} replicates; runs resampled within each "
-               f"task). Normalisation: {norm_note}.", "",
+               f"task). Normalisation: {norm_note}. Pooled: the {len(pooled)} task(s) every aggregated architecture "
+               f"ran ({', '.join(pooled) or 'none: no aggregate'}). Left out: {'; '.join(left_out) or 'nothing'}.", "",
                "| architecture | IQM [95% CI] | mean [95% CI] | tasks | runs |", "|-|-|-|-|-|"]
         for a, e in agg.items():
             md.append(f"| {a} | {fmt(e['IQM'][0])} [{fmt(e['IQM'][1])}, {fmt(e['IQM'][2])}] | "
                       f"{fmt(e['mean'][0])} [{fmt(e['mean'][1])}, {fmt(e['mean'][2])}] | {e['tasks']} | {e['runs']} |")
         md.append("")
-        plot_aggregate(agg, colors, os.path.join(args.out, f"aggregate_{sname}.png"),
-                       f"{short[sname]} over tasks x seeds"
+        agg_png = os.path.join(args.out, f"aggregate_{sname}.png")
+        if not agg:  # no task that all aggregated architectures ran: no figure (and none left from an earlier call)
+            if os.path.exists(agg_png):
+                os.remove(agg_png)
+            continue
+        plot_aggregate(agg, colors, agg_png,
+                       f"{short[sname]} over {len(pooled)} tasks x seeds"
                        f"{', min-max normalised per task' if args.normalize == 'minmax' else ''}; "
                        "95% stratified bootstrap CI")
     if args.popgym:
@@ -634,6 +654,8 @@ def parse_args(argv=None):
     p.add_argument("--last-frac", type=float, default=0.1, help="final score = mean of this last fraction of episodes")
     p.add_argument("--normalize", choices=("minmax", "none"), default="minmax",
                    help="per-task normalisation of the scores before pooling across tasks")
+    p.add_argument("--aggregate-exps", help="regex: only these architectures in the aggregate (default: all); the "
+                   "aggregate pools the tasks that all of them ran")
     p.add_argument("--batch-tag", default="charts/SPS", help="scalar logged once per iteration: MMER batch boundaries")
     p.add_argument("--mmer-min-episodes", type=int, default=10, help="MMER: merge batches until they hold this many")
     p.add_argument("--mmer-window", type=int, default=100, help="MMER without --batch-tag: episodes per batch")

@@ -145,6 +145,33 @@ def test_plot_aggregate_iqm(rl_report):
     assert per_task["mmer"]["EnvB-v0"]["archY"]["mean"] == pytest.approx(np.mean([30, 40, 100]) + 2.5)
 
 
+def test_plot_aggregate_pools_only_common_tasks(plot, tmp_path):
+    """archZ ran EnvA only: the default aggregate pools EnvA alone for all three architectures; leaving archZ out
+    (--aggregate-exps) pools both tasks for archX and archY, as in test_plot_aggregate_iqm."""
+    runs = tmp_path / "runs"
+    for (env, arch), finals in {**FINALS, ("EnvA-v0", "archZ"): [5, 5, 5]}.items():
+        for seed, F in zip((1, 2, 3), finals):
+            write_run(runs, f"{env}__{arch}__{seed}__{1700000000 + seed}", episode_returns(F))
+    plot.main(["--runs", str(runs), "--out", str(tmp_path / "all"), "--reps", "200"])
+    summary = json.loads((tmp_path / "all" / "aggregate.json").read_text())
+    agg = summary["aggregate"]["final"]
+    assert summary["aggregate_tasks"] == ["EnvA-v0"]
+    # EnvA normalised by its min 0 and max 10 (archZ's 5 lies inside): X {0, .1, .2}, Y {.3, .4, 1}, Z {.5, .5, .5}
+    for arch, value in {"archX": 0.1, "archY": 1.7 / 3, "archZ": 0.5}.items():
+        assert agg[arch]["IQM"][0] == pytest.approx(value) and (agg[arch]["tasks"], agg[arch]["runs"]) == (1, 3)
+    assert "Left out: EnvB-v0 (no runs of archZ)." in (tmp_path / "all" / "summary.md").read_text()
+
+    plot.main(["--runs", str(runs), "--out", str(tmp_path / "xy"), "--reps", "200", "--aggregate-exps", "arch[XY]"])
+    summary = json.loads((tmp_path / "xy" / "aggregate.json").read_text())
+    agg = summary["aggregate"]["final"]
+    assert summary["aggregate_tasks"] == ["EnvA-v0", "EnvB-v0"] and set(agg) == {"archX", "archY"}
+    assert agg["archX"]["IQM"][0] == pytest.approx(0.1) and agg["archY"]["IQM"][0] == pytest.approx(0.525)
+    assert "architecture archZ (not matched by --aggregate-exps)" in (tmp_path / "xy" / "summary.md").read_text()
+
+    with pytest.raises(SystemExit, match="matches none"):
+        plot.main(["--runs", str(runs), "--out", str(tmp_path / "none"), "--aggregate-exps", "nothing"])
+
+
 # ------------------------------------------------------------------------------------------------ trace conditioning
 def test_plot_trace_conditioning(plot, tmp_path):
     summ = tmp_path / "summaries"
