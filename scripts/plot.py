@@ -314,14 +314,8 @@ def plot_curves(runs, tasks, archs, colors, args):
     plt.close(big)
 
 
-def common_tasks(scores, archs):
-    """The tasks on which every arch in archs has at least one run (rliable pools one task set for all archs)."""
-    return [t for t, d in scores.items() if all(len(d.get(a, ())) for a in archs)]
-
-
-def aggregate(scores_norm, archs, args):
-    """{arch: {metric: (point, lo, hi), tasks, runs}} over the tasks every arch in archs ran."""
-    tasks = common_tasks(scores_norm, archs)
+def aggregate(scores_norm, archs, tasks, args):
+    """{arch: {metric: (point, lo, hi), tasks, runs}} pooled over tasks, which every arch in archs ran."""
     res = {}
     for arch in archs if tasks else ():
         groups = [scores_norm[t][arch] for t in tasks]
@@ -362,6 +356,12 @@ def rl_report(args):
     agg_archs = [a for a in archs if not args.aggregate_exps or re.search(args.aggregate_exps, a)]
     if not agg_archs:
         sys.exit(f"error: --aggregate-exps {args.aggregate_exps!r} matches none of {', '.join(archs)}")
+    # rliable pools one task set for all architectures: the tasks every aggregated architecture ran
+    ran = {(r["env"], r["exp"]) for r in runs}
+    pooled = [t for t in tasks if all((t, a) in ran for a in agg_archs)]
+    left_out = [f"{t} (no runs of {', '.join(a for a in agg_archs if (t, a) not in ran)})"
+                for t in tasks if t not in pooled]
+    left_out += [f"architecture {a} (not matched by --aggregate-exps)" for a in archs if a not in agg_archs]
     for r in runs:
         r["final"] = final_score(r["values"], args.last_frac)
         r["mmer"] = mmer(r["steps"], r["values"], r["boundaries"], args.mmer_min_episodes, args.mmer_window)
@@ -388,7 +388,7 @@ def rl_report(args):
           f"Runs: {len(runs)} ({len(tasks)} tasks x {len(archs)} architectures) from {', '.join(args.runs)}. "
           f"Per-run final score = mean of the last {args.last_frac:.0%} of the episodes.", ""]
     summary = {"tag": args.tag, "normalization": args.normalize, "last_frac": args.last_frac, "reps": args.reps,
-               "per_task": {}, "aggregate": {}}
+               "per_task": {}, "aggregate": {}, "aggregate_tasks": pooled}
     for sname in score_names:
         md += [f"## Per task: {label[sname]}", "",
                "Mean ± std over seeds [95% bootstrap CI over seeds] (n = number of seeds).", "",
@@ -412,14 +412,9 @@ def rl_report(args):
 
         raw = {t: {a: np.array([r[sname] for r in runs if r["env"] == t and r["exp"] == a]) for a in archs} for t in tasks}
         raw = {t: {a: v for a, v in d.items() if len(v)} for t, d in raw.items()}
-        agg = aggregate(normalize_per_task(raw, args.normalize), agg_archs, args)
-        pooled = common_tasks(raw, agg_archs)
-        left_out = [f"{t} (no runs of {', '.join(a for a in agg_archs if not len(raw[t].get(a, ())))})"
-                    for t in tasks if t not in pooled]
-        left_out += [f"architecture {a} (not matched by --aggregate-exps)" for a in archs if a not in agg_archs]
+        agg = aggregate(normalize_per_task(raw, args.normalize), agg_archs, pooled, args)
         summary["aggregate"][sname] = {a: {"IQM": list(e["IQM"]), "mean": list(e["mean"]), "tasks": e["tasks"],
                                            "runs": e["runs"]} for a, e in agg.items()}
-        summary["aggregate_tasks"] = pooled
         md += [f"## Aggregate over tasks x seeds: {label[sname]}", "",
                f"IQM and mean with 95% stratified-bootstrap CIs ({args.reps} replicates; runs resampled within each "
                f"task). Normalisation: {norm_note}. Pooled: the {len(pooled)} task(s) every aggregated architecture "
