@@ -177,9 +177,10 @@ def parse_run_name(name):
 
 
 def find_run_dirs(root):
-    """Directories under root holding TensorBoard event files (hidden directories are skipped)."""
+    """Directories under root holding TensorBoard event files (hidden directories are skipped; symlinked run
+    directories are followed, so a study can reuse another's runs without copying them)."""
     found = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if any(f.startswith("events.out.tfevents") for f in filenames):
             found.append(dirpath)

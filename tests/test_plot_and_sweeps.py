@@ -110,6 +110,15 @@ def rl_report(plot, tmp_path_factory):
     return out
 
 
+def test_find_run_dirs_follows_symlinked_runs(plot, tmp_path):
+    """A study may link another study's runs instead of copying them (results/popgym/diagnostics does)."""
+    write_run(tmp_path / "shared", "EnvA-v0__archX__1__1700000001", episode_returns(0))
+    (tmp_path / "study").mkdir()
+    os.symlink(tmp_path / "shared" / "EnvA-v0__archX__1__1700000001", tmp_path / "study" / "EnvA-v0__archX__1__1700000001")
+    found = plot.find_run_dirs(str(tmp_path / "study"))
+    assert [os.path.basename(d) for d in found] == ["EnvA-v0__archX__1__1700000001"]
+
+
 def test_plot_outputs_exist(rl_report):
     for f in ("curves.png", "curves/EnvA-v0.png", "curves/EnvB-v0.png", "aggregate_final.png", "aggregate_mmer.png",
               "summary.md", "scores.csv", "aggregate.json"):
