@@ -23,6 +23,10 @@ repeats, the newest run is used. Outputs in --out:
   tasks; summary.md lists the tasks left out;
 - summary.md: per-task tables (mean +- std over seeds, 95% bootstrap CI, n seeds) and the aggregate table.
 
+--export-runs DIR writes the two scalars the report reads (--tag and --batch-tag) of every run to
+DIR/<run name>.csv.gz, about 3% of the size of the event files. `--runs DIR` reads them like run directories and
+reproduces the same scores.csv, tables and plots: results/ commits these files, not the event files.
+
 MMER (--popgym, POPGym's metric; SPEC 7): per run, the maximum over training of the mean episodic return of a batch
 of episodes; a batch = the episodes that ended within one iteration of the algorithm (iterations are delimited by the
 steps at which --batch-tag, default charts/SPS, is logged once per iteration), consecutive batches being merged until
@@ -40,6 +44,8 @@ truncation length T; RTRL learners, which have no T, as horizontal lines), and t
 import argparse
 import csv
 import glob
+import gzip
+import io
 import json
 import math
 import os
@@ -54,6 +60,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
+
+EXPORT_SUFFIX = ".csv.gz"  # an exported run (--export-runs), read like a run directory
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -176,33 +184,66 @@ def parse_run_name(name):
     return parts[0], "__".join(parts[1:-2]), int(parts[-2])
 
 
-def find_run_dirs(root):
-    """Directories under root holding TensorBoard event files (hidden directories are skipped; symlinked run
-    directories are followed, so a study can reuse another's runs without copying them)."""
+def find_runs(root):
+    """Runs under root: directories holding TensorBoard event files, and exported runs `<run name>.csv.gz`
+    (--export-runs). Hidden directories are skipped; symlinked run directories are followed, so a study can reuse
+    another's runs without copying them."""
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         if any(f.startswith("events.out.tfevents") for f in filenames):
             found.append(dirpath)
+        found += [os.path.join(dirpath, f) for f in sorted(filenames) if f.endswith(EXPORT_SUFFIX)]
     return found
 
 
-def load_scalars(run_dir, tags):
-    """{tag: (steps, values)} for the tags present in the run (all events: no reservoir down-sampling)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+def run_name(path):
+    """The run's name `{env_id}__{exp_name}__{seed}__{time}`: its directory's, or its exported file's minus suffix."""
+    name = os.path.basename(os.path.normpath(path))
+    return name[: -len(EXPORT_SUFFIX)] if name.endswith(EXPORT_SUFFIX) else name
 
-    acc = EventAccumulator(run_dir, size_guidance={"scalars": 0})
-    acc.Reload()
-    present = set(acc.Tags().get("scalars", []))
+
+def load_scalars(run, tags):
+    """{tag: (steps, values)} for the tags present in the run (all events: no reservoir down-sampling)."""
+    if run.endswith(EXPORT_SUFFIX):
+        rows = defaultdict(list)
+        with gzip.open(run, "rt", newline="") as f:
+            reader = csv.reader(f)
+            if next(reader, None) != ["tag", "step", "value"]:
+                sys.exit(f"error: {run} is not an exported run (its header is not tag,step,value)")
+            for tag, step, value in reader:
+                rows[tag].append((int(step), value))
+        # TensorBoard stores float32: reading the shortest float32 repr back through float32 restores the exact value
+        raw = {tag: (np.array([s for s, _ in r], dtype=np.int64), np.array([v for _, v in r], dtype=np.float32)
+                     .astype(float)) for tag, r in rows.items()}
+    else:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        acc = EventAccumulator(run, size_guidance={"scalars": 0})
+        acc.Reload()
+        raw = {}
+        for tag in acc.Tags().get("scalars", []):
+            if tag in tags:
+                ev = acc.Scalars(tag)
+                raw[tag] = (np.array([e.step for e in ev], dtype=np.int64), np.array([e.value for e in ev], dtype=float))
     out = {}
     for tag in tags:
-        if tag in present:
-            ev = acc.Scalars(tag)
-            steps = np.array([e.step for e in ev], dtype=np.int64)
-            vals = np.array([e.value for e in ev], dtype=float)
+        if tag in raw:
+            steps, vals = raw[tag]
             order = np.argsort(steps, kind="stable")
             out[tag] = (steps[order], vals[order])
     return out
+
+
+def export_run(path, scalars):
+    """Write {tag: (steps, values)} as a gzipped CSV (tag, step, value): a few % of the event files' size, and
+    byte-identical when written twice (no timestamp, no file name in the gzip header), so it diffs cleanly in git."""
+    with open(path, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz, \
+            io.TextIOWrapper(gz, newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["tag", "step", "value"])
+        for tag, (steps, values) in scalars.items():
+            w.writerows((tag, int(s), str(np.float32(v))) for s, v in zip(steps, values))
 
 
 def load_runs(roots, tag, batch_tag, env_re=None, exp_re=None):
@@ -211,8 +252,8 @@ def load_runs(roots, tag, batch_tag, env_re=None, exp_re=None):
     for root in roots:
         if not os.path.isdir(root):
             sys.exit(f"error: --runs {root} is not a directory")
-        for d in find_run_dirs(root):
-            name = os.path.basename(os.path.normpath(d))
+        for d in find_runs(root):
+            name = run_name(d)
             parsed = parse_run_name(name)
             if parsed is None:
                 skipped.append(f"{d} (name is not env__exp__seed__time)")
@@ -236,7 +277,7 @@ def load_runs(roots, tag, batch_tag, env_re=None, exp_re=None):
             continue
         steps, values = sc[tag]
         runs.append(dict(env=env, exp=exp, seed=seed, dir=d, steps=steps, values=values,
-                         boundaries=sc[batch_tag][0] if batch_tag in sc else None))
+                         boundaries=sc[batch_tag][0] if batch_tag in sc else None, scalars=sc))
     return runs, skipped
 
 
@@ -367,6 +408,10 @@ def rl_report(args):
         r["final"] = final_score(r["values"], args.last_frac)
         r["mmer"] = mmer(r["steps"], r["values"], r["boundaries"], args.mmer_min_episodes, args.mmer_window)
     print(f"{len(runs)} runs, {len(tasks)} tasks, {len(archs)} architectures")
+    if args.export_runs:
+        os.makedirs(args.export_runs, exist_ok=True)
+        for r in runs:
+            export_run(os.path.join(args.export_runs, run_name(r["dir"]) + EXPORT_SUFFIX), r["scalars"])
 
     with open(os.path.join(args.out, "scores.csv"), "w", newline="") as f:
         w = csv.writer(f)
@@ -638,7 +683,8 @@ def _trace_plots(rows, isi, archs, colors, out):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--runs", nargs="+", help="directories holding CleanRL-style TensorBoard run directories")
+    p.add_argument("--runs", nargs="+", help="directories holding CleanRL-style TensorBoard run directories "
+                   "(or runs exported by --export-runs)")
     p.add_argument("--trace", nargs="+", help="trace-conditioning summaries: JSON/CSV files, logs, or directories")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--tag", default="charts/episodic_return", help="scalar tag of the curves and scores")
@@ -657,6 +703,8 @@ def parse_args(argv=None):
     p.add_argument("--mmer-window", type=int, default=100, help="MMER without --batch-tag: episodes per batch")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap replicates")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--export-runs", help="also write each run's --tag and --batch-tag scalars to DIR/<run name>.csv.gz; "
+                   "--runs DIR then gives the same scores, tables and plots without the event files")
     args = p.parse_args(argv)
     if not args.runs and not args.trace:
         p.error("give --runs and/or --trace")

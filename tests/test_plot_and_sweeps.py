@@ -1,6 +1,7 @@
 """scripts/plot.py (curves, IQM + stratified bootstrap, MMER, trace-conditioning tables) and the sweep scripts
 (dry runs, resuming, local execution, SLURM array files). Fast: no training is run; sweeps execute a fake python."""
 import csv
+import gzip
 import importlib.util
 import json
 import os
@@ -110,13 +111,48 @@ def rl_report(plot, tmp_path_factory):
     return out
 
 
-def test_find_run_dirs_follows_symlinked_runs(plot, tmp_path):
+def test_find_runs_follows_symlinked_runs(plot, tmp_path):
     """A study may link another study's runs instead of copying them (results/popgym/diagnostics does)."""
     write_run(tmp_path / "shared", "EnvA-v0__archX__1__1700000001", episode_returns(0))
     (tmp_path / "study").mkdir()
     os.symlink(tmp_path / "shared" / "EnvA-v0__archX__1__1700000001", tmp_path / "study" / "EnvA-v0__archX__1__1700000001")
-    found = plot.find_run_dirs(str(tmp_path / "study"))
+    found = plot.find_runs(str(tmp_path / "study"))
     assert [os.path.basename(d) for d in found] == ["EnvA-v0__archX__1__1700000001"]
+
+
+def test_exported_runs_reproduce_the_report(plot, tmp_path):
+    """--export-runs writes what results/ commits instead of event files: reading it back must give the same per-run
+    scores (MMER included: the batch boundaries are exported too) and the same aggregate, and a second export must be
+    byte-identical (clean git diffs)."""
+    runs = tmp_path / "runs"
+    for (env, arch), finals in FINALS.items():
+        for seed, F in zip((1, 2, 3), finals):
+            # + 0.1 / seed: values that float32 does not hold exactly, so a lossy round trip would change the scores
+            write_run(runs, f"{env}__{arch}__{seed}__{1700000000 + seed}", episode_returns(F) + 0.1 / seed)
+    args = ["--popgym", "--reps", "200"]
+    plot.main(["--runs", str(runs), "--out", str(tmp_path / "a"), "--export-runs", str(tmp_path / "exp"), *args])
+    exported = sorted(os.listdir(tmp_path / "exp"))
+    assert len(exported) == 12 and exported[0] == "EnvA-v0__archX__1__1700000001.csv.gz"
+    first = {f: (tmp_path / "exp" / f).read_bytes() for f in exported}
+    plot.main(["--runs", str(tmp_path / "exp"), "--out", str(tmp_path / "b"), "--export-runs", str(tmp_path / "exp"),
+               *args])
+    assert {f: (tmp_path / "exp" / f).read_bytes() for f in exported} == first
+
+    def scores(out):
+        with open(out / "scores.csv") as f:
+            return [{k: v for k, v in r.items() if k != "run_dir"} for r in csv.DictReader(f)]
+
+    a, b = scores(tmp_path / "a"), scores(tmp_path / "b")
+    assert len(a) == 12 and a == b
+    assert float(a[0]["final"]) == pytest.approx(0.1, rel=1e-6)  # EnvA archX seed 1: F = 0, + 0.1
+    assert float(a[0]["mmer"]) == pytest.approx(2.6, rel=1e-6)
+    assert (json.loads((tmp_path / "a" / "aggregate.json").read_text())
+            == json.loads((tmp_path / "b" / "aggregate.json").read_text()))
+    (tmp_path / "bad").mkdir()
+    with gzip.open(tmp_path / "bad" / "EnvA-v0__archX__1__1700000001.csv.gz", "wt") as f:
+        f.write("step,value\n100,1.0\n")
+    with pytest.raises(SystemExit, match="not an exported run"):
+        plot.main(["--runs", str(tmp_path / "bad"), "--out", str(tmp_path / "c")])
 
 
 def test_plot_outputs_exist(rl_report):
