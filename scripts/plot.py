@@ -24,7 +24,7 @@ repeats, the newest run is used. Outputs in --out:
 - summary.md: per-task tables (mean +- std over seeds, 95% bootstrap CI, n seeds) and the aggregate table.
 
 --export-runs DIR writes the two scalars the report reads (--tag and --batch-tag) of every run to
-DIR/<run name>.csv.gz, about 3% of the size of the event files. `--runs DIR` reads them like run directories and
+DIR/<run name>.csv.gz, 1-4% of the size of the event files. `--runs DIR` reads them like run directories and
 reproduces the same scores.csv, tables and plots: results/ commits these files, not the event files.
 
 MMER (--popgym, POPGym's metric; SPEC 7): per run, the maximum over training of the mean episodic return of a batch
