@@ -14,7 +14,8 @@ repeats, the newest run is used. Outputs in --out:
 - curves.png and curves/<env>.png: the --tag scalar (default charts/episodic_return) resampled onto a common grid of
   env steps (mean of the episodes that ended in each grid interval, carried forward over empty intervals), mean over
   seeds with a 95% bootstrap confidence interval over seeds, one line per architecture;
-- scores.csv: one row per run: final score (mean of the last 10% of the episodes) and MMER;
+- scores.csv: one row per run: final score (mean of the last 10% of the episodes), MMER, and the first and last
+  logged --entropy-tag value (default losses/entropy; empty if the run has none);
 - aggregate_<score>.png, aggregate.json: IQM and mean over tasks x seeds of the per-run score, with 95% stratified
   bootstrap confidence intervals (rliable's method, implemented here with numpy: runs are resampled with replacement
   within each task). Scores are normalised per task to [0, 1] by the min and max over all runs of that task (all
@@ -23,9 +24,10 @@ repeats, the newest run is used. Outputs in --out:
   tasks; summary.md lists the tasks left out;
 - summary.md: per-task tables (mean +- std over seeds, 95% bootstrap CI, n seeds) and the aggregate table.
 
---export-runs DIR writes the two scalars the report reads (--tag and --batch-tag) of every run to
-DIR/<run name>.csv.gz, 1-4% of the size of the event files. `--runs DIR` reads them like run directories and
-reproduces the same scores.csv, tables and plots: results/ commits these files, not the event files.
+--export-runs DIR writes what the report reads of every run (--tag, --batch-tag, and the first and last
+--entropy-tag value) to DIR/<run name>.csv.gz, 1-4% of the size of the event files. `--runs DIR` reads them like run
+directories and reproduces the same scores.csv, tables and plots: results/ commits these files, not the event files.
+scripts/results_md.py then fills the numbers quoted in the results READMEs from scores.csv.
 
 MMER (--popgym, POPGym's metric; SPEC 7): per run, the maximum over training of the mean episodic return of a batch
 of episodes; a batch = the episodes that ended within one iteration of the algorithm (iterations are delimited by the
@@ -246,9 +248,9 @@ def export_run(path, scalars):
             w.writerows((tag, int(s), str(np.float32(v))) for s, v in zip(steps, values))
 
 
-def load_runs(roots, tag, batch_tag, env_re=None, exp_re=None):
-    """[{env, exp, seed, dir, steps, values, boundaries, scalars}] (scalars: every loaded tag, for --export-runs), the
-    newest run kept when (env, exp, seed) repeats."""
+def load_runs(roots, tag, batch_tag, env_re=None, exp_re=None, entropy_tag=None):
+    """[{env, exp, seed, dir, steps, values, boundaries, entropy, scalars}] (entropy: (first, last) logged value of
+    entropy_tag or None; scalars: what --export-runs writes), the newest run kept when (env, exp, seed) repeats."""
     best, skipped = {}, []
     for root in roots:
         if not os.path.isdir(root):
@@ -272,13 +274,19 @@ def load_runs(roots, tag, batch_tag, env_re=None, exp_re=None):
             best[key] = (stamp, d)
     runs = []
     for (env, exp, seed), (_, d) in sorted(best.items()):
-        sc = load_scalars(d, [tag, batch_tag])
+        sc = load_scalars(d, [tag, batch_tag] + ([entropy_tag] if entropy_tag else []))
         if tag not in sc or len(sc[tag][0]) == 0:
             skipped.append(f"{d} (no '{tag}' scalars)")
             continue
         steps, values = sc[tag]
+        entropy = None
+        if entropy_tag in sc and len(sc[entropy_tag][0]):
+            # only the first and last values are reported, so only they are kept (R2AC logs one per update)
+            e_steps, e_values = sc[entropy_tag]
+            sc[entropy_tag] = (e_steps[[0, -1]], e_values[[0, -1]])
+            entropy = (float(e_values[0]), float(e_values[-1]))
         runs.append(dict(env=env, exp=exp, seed=seed, dir=d, steps=steps, values=values,
-                         boundaries=sc[batch_tag][0] if batch_tag in sc else None, scalars=sc))
+                         boundaries=sc[batch_tag][0] if batch_tag in sc else None, entropy=entropy, scalars=sc))
     return runs, skipped
 
 
@@ -387,7 +395,7 @@ def plot_aggregate(agg, colors, path, title):
 
 
 def rl_report(args):
-    runs, skipped = load_runs(args.runs, args.tag, args.batch_tag, args.envs, args.exps)
+    runs, skipped = load_runs(args.runs, args.tag, args.batch_tag, args.envs, args.exps, args.entropy_tag)
     for s in skipped:
         print(f"skipped {s}", file=sys.stderr)
     if not runs:
@@ -416,10 +424,11 @@ def rl_report(args):
 
     with open(os.path.join(args.out, "scores.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["env", "exp", "seed", "final", "mmer", "episodes", "last_step", "run_dir"])
+        w.writerow(["env", "exp", "seed", "final", "mmer", "episodes", "last_step", "entropy_first", "entropy_last",
+                    "run_dir"])
         for r in runs:
             w.writerow([r["env"], r["exp"], r["seed"], r["final"], r["mmer"], len(r["values"]), int(r["steps"].max()),
-                        os.path.relpath(r["dir"])])
+                        *(r["entropy"] or ("", "")), os.path.relpath(r["dir"])])
 
     plot_curves(runs, tasks, archs, colors, args)
 
@@ -704,11 +713,16 @@ def parse_args(argv=None):
     p.add_argument("--mmer-window", type=int, default=100, help="MMER without --batch-tag: episodes per batch")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap replicates")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
-    p.add_argument("--export-runs", help="also write each run's --tag and --batch-tag scalars to DIR/<run name>.csv.gz; "
-                   "--runs DIR then gives the same scores, tables and plots without the event files")
+    p.add_argument("--entropy-tag", default="losses/entropy", help="scalar whose first and last logged values go "
+                   "into scores.csv (entropy_first, entropy_last: did the policy stay uniform or collapse?)")
+    p.add_argument("--export-runs", help="also write each run's --tag and --batch-tag scalars and the first and last "
+                   "--entropy-tag value to DIR/<run name>.csv.gz; --runs DIR then gives the same scores, tables and "
+                   "plots without the event files")
     args = p.parse_args(argv)
     if not args.runs and not args.trace:
         p.error("give --runs and/or --trace")
+    if args.entropy_tag in (args.tag, args.batch_tag):
+        p.error("--entropy-tag must differ from --tag and --batch-tag (only its first and last values are kept)")
     if not 0 < args.last_frac <= 1:
         p.error("--last-frac must be in (0, 1]")
     return args

@@ -85,7 +85,7 @@ def episode_returns(F):
     return r
 
 
-def write_run(root, name, returns, boundaries=(500, 1000, 1500, 2000)):
+def write_run(root, name, returns, boundaries=(500, 1000, 1500, 2000), entropies=None):
     from torch.utils.tensorboard import SummaryWriter
 
     w = SummaryWriter(os.path.join(root, name))
@@ -93,6 +93,8 @@ def write_run(root, name, returns, boundaries=(500, 1000, 1500, 2000)):
         w.add_scalar("charts/episodic_return", float(v), 100 * (i + 1))
     for b in boundaries:
         w.add_scalar("charts/SPS", 1000.0, b)
+    for b, e in zip(boundaries, entropies or ()):
+        w.add_scalar("losses/entropy", e, b)
     w.close()
 
 
@@ -128,7 +130,8 @@ def test_exported_runs_reproduce_the_report(plot, tmp_path):
     for (env, arch), finals in FINALS.items():
         for seed, F in zip((1, 2, 3), finals):
             # + 0.1 / seed: values that float32 does not hold exactly, so a lossy round trip would change the scores
-            write_run(runs, f"{env}__{arch}__{seed}__{1700000000 + seed}", episode_returns(F) + 0.1 / seed)
+            write_run(runs, f"{env}__{arch}__{seed}__{1700000000 + seed}", episode_returns(F) + 0.1 / seed,
+                      entropies=[0.7, 0.5, 0.4, 0.3 / seed])
     args = ["--popgym", "--reps", "200"]
     plot.main(["--runs", str(runs), "--out", str(tmp_path / "a"), "--export-runs", str(tmp_path / "exp"), *args])
     exported = sorted(os.listdir(tmp_path / "exp"))
@@ -146,6 +149,10 @@ def test_exported_runs_reproduce_the_report(plot, tmp_path):
     assert len(a) == 12 and a == b
     assert float(a[0]["final"]) == pytest.approx(0.1, rel=1e-6)  # EnvA archX seed 1: F = 0, + 0.1
     assert float(a[0]["mmer"]) == pytest.approx(2.6, rel=1e-6)
+    assert (float(a[1]["entropy_first"]), float(a[1]["entropy_last"])) == pytest.approx((0.7, 0.15), rel=1e-6)
+    with gzip.open(tmp_path / "exp" / exported[0], "rt") as f:  # of the entropy, only the two reported values
+        assert [row for row in f if row.startswith("losses/entropy,")] == ["losses/entropy,500,0.7\n",
+                                                                           "losses/entropy,2000,0.3\n"]
     assert (json.loads((tmp_path / "a" / "aggregate.json").read_text())
             == json.loads((tmp_path / "b" / "aggregate.json").read_text()))
     (tmp_path / "bad").mkdir()
@@ -173,6 +180,7 @@ def test_plot_per_run_scores(rl_report):
         assert float(r["final"]) == pytest.approx(F)
         assert float(r["mmer"]) == pytest.approx(F + 2.5)
         assert int(r["episodes"]) == 20
+        assert r["entropy_first"] == r["entropy_last"] == ""  # these runs log no losses/entropy
 
 
 def test_plot_aggregate_iqm(rl_report):

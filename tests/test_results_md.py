@@ -1,0 +1,83 @@
+"""scripts/results_md.py: the numbers in the results READMEs are generated from the committed scores, and stay so."""
+import importlib.util
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def results_md():
+    spec = importlib.util.spec_from_file_location("results_md", os.path.join(ROOT, "scripts", "results_md.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+SCORES = """env,exp,seed,final,mmer,episodes,last_step,entropy_first,entropy_last,run_dir
+EnvA,archX,1,150.0,160.0,10,1000,0.69,0.1,r/a
+EnvA,archX,2,250.0,260.0,10,1000,0.69,0.2,r/b
+EnvA,archY,1,300.0,310.0,10,1000,0.69,0.6,r/c
+EnvB,archX,1,0.5,0.7,10,2000,1.1,1.0,r/d
+EnvB,archY,1,0.25,0.9,10,2000,1.1,0.4,r/e
+"""
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "scores.csv").write_text(SCORES)
+    (tmp_path / "base.md").write_text("# t\n\n| env | policy: x | final score |\n|-|-|-|\n| EnvA | 1 | -0.5 |\n"
+                                      "\n| env | other | final score |\n|-|-|-|\n| EnvA | 2 | 9 |\n")
+    (tmp_path / "log.txt").write_text("step 1\nfinal: done updates=7 best=22.50%\n")
+    return tmp_path
+
+
+def test_each_directive_hand_values(results_md, folder):
+    def gen(directive):
+        return results_md.fill(f"x <!--gen {directive}-->stale<!--/gen--> y", str(folder)).split("-->", 1)[1] \
+            .rsplit("<!--", 1)[0]
+
+    # archX on EnvA: 150, 250 -> mean 200.0, sample std 70.7; best first; 1 decimal from |mean| >= 100
+    assert gen("scores scores.csv EnvA") == "archY 300.0 (n=1), archX 200.0 ± 70.7 (n=2)"
+    assert gen("scores scores.csv EnvB") == "archX 0.500 (n=1), archY 0.250 (n=1)"
+    assert gen("scores scores.csv EnvB mmer") == "archY 0.900 (n=1), archX 0.700 (n=1)"
+    assert gen("cell scores.csv EnvA archX mmer") == "210.0 ± 70.7 (n=2)"
+    assert gen("seeds scores.csv EnvA archX") == "150.0 / 250.0"
+    assert gen("order scores.csv") == ("\n- `EnvA`, seed 1: archY > archX\n- `EnvA`, seed 2: archX\n"
+                                       "- `EnvB`, seed 1: archX > archY\n")
+    assert gen("entropy scores.csv") == ("\n| task | archX | archY |\n|-|-|-|\n"
+                                         "| EnvA | 1: 0.690 -> 0.100, 2: 0.690 -> 0.200 | 1: 0.690 -> 0.600 |\n"
+                                         "| EnvB | 1: 1.100 -> 1.000 | 1: 1.100 -> 0.400 |\n")
+    assert gen("entropy scores.csv ^EnvB") == "\n| task | archX | archY |\n|-|-|-|\n| EnvB | 1: 1.100 -> 1.000 | 1: 1.100 -> 0.400 |\n"
+    assert gen("runs scores.csv").splitlines()[4] == "| EnvA | archX | 2 | 250.000 | 260.000 | 0.690 -> 0.200 | 1000 |"
+    assert gen('mdcell base.md EnvA "final score"') == "-0.5"  # the first table with that row
+    assert gen("logkey log.txt best") == "22.50%"
+
+
+def test_check_finds_a_hand_edited_number(results_md, folder):
+    readme = folder / "README.md"
+    readme.write_text("- `EnvA`: <!--gen scores scores.csv EnvA-->old<!--/gen-->.\n")
+    assert results_md.main([str(folder), "--check"]) == 1 and "old" in readme.read_text()  # --check changes nothing
+    assert results_md.main([str(folder)]) == 0
+    assert readme.read_text() == "- `EnvA`: <!--gen scores scores.csv EnvA-->archY 300.0 (n=1), archX 200.0 ± 70.7 " \
+                                 "(n=2)<!--/gen-->.\n"
+    assert results_md.main([str(folder), "--check"]) == 0
+    readme.write_text(readme.read_text().replace("300.0", "310.0"))  # a number typed over the generated one
+    assert results_md.main([str(folder), "--check"]) == 1
+
+
+@pytest.mark.parametrize("text, match", [("<!--gen scores scores.csv EnvA-->", "no matching"),
+                                         ("<!--gen plot scores.csv--><!--/gen-->", "unknown directive"),
+                                         ("<!--gen scores scores.csv EnvC--><!--/gen-->", "no runs of EnvC"),
+                                         ("<!--gen cell scores.csv EnvA--><!--/gen-->", "wrong arguments"),
+                                         ("<!--gen logkey log.txt nokey--><!--/gen-->", "no 'nokey='")])
+def test_bad_directives_are_errors(results_md, folder, text, match):
+    (folder / "README.md").write_text(text)
+    with pytest.raises(SystemExit, match=match):
+        results_md.main([str(folder)])
+
+
+def test_committed_results_readmes_are_up_to_date(results_md):
+    """Every number in a generated part of results/**/README.md is what the committed scores give."""
+    assert results_md.main(["--check"]) == 0
