@@ -12,6 +12,7 @@ Paths are relative to the README's folder. What can be generated (CSV = a scores
     order CSV                  list, one line per (env, seed): the settings ordered by final score, best first
     entropy CSV [ENV_REGEX]    table env x setting: "seed: first -> last" logged policy entropy of each run
     runs CSV                   table, one row per run: setting, seed, final, MMER, entropy first -> last, env steps
+    iqm JSON EXP [SCORE]       aggregate IQM over tasks x seeds from plot.py's aggregate.json: "0.815 [0.669, 0.943]"
     mdcell MD ROW COLUMN       the cell under header COLUMN in the first markdown-table row whose first cell is ROW
     logkey LOG KEY             the value of KEY=value on the log's line that starts with "final:"
 
@@ -22,6 +23,7 @@ Means, stds and values get 1 decimal when |mean| >= 100, else 3; std is the samp
 """
 import argparse
 import csv
+import json
 import os
 import re
 import shlex
@@ -109,6 +111,15 @@ def gen_runs(path):
                         f"{_entropy(r)} | {r['last_step']} |" for r in rows])
 
 
+def gen_iqm(path, exp, score="final"):
+    with open(path) as f:
+        agg = json.load(f)["aggregate"].get(score, {})
+    if exp not in agg:
+        raise ValueError(f"no {score!r} aggregate of {exp} in {path}")
+    point, lo, hi = agg[exp]["IQM"]
+    return f"{point:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
 def gen_mdcell(path, row, column):
     header = None
     with open(path) as f:
@@ -136,7 +147,7 @@ def gen_logkey(path, key):
 # name: (function, whether its output is a block of lines: a list or a table)
 DIRECTIVES = {"scores": (gen_scores, False), "cell": (gen_cell, False), "seeds": (gen_seeds, False),
               "order": (gen_order, True), "entropy": (gen_entropy, True), "runs": (gen_runs, True),
-              "mdcell": (gen_mdcell, False), "logkey": (gen_logkey, False)}
+              "iqm": (gen_iqm, False), "mdcell": (gen_mdcell, False), "logkey": (gen_logkey, False)}
 
 
 def fill(text, folder):

@@ -29,6 +29,7 @@ def folder(tmp_path):
     (tmp_path / "scores.csv").write_text(SCORES)
     (tmp_path / "base.md").write_text("# t\n\n| env | policy: x | final score |\n|-|-|-|\n| EnvA | 1 | -0.5 |\n"
                                       "\n| env | other | final score |\n|-|-|-|\n| EnvA | 2 | 9 |\n")
+    (tmp_path / "aggregate.json").write_text('{"aggregate": {"final": {"archX": {"IQM": [0.8154, 0.66949, 0.9431]}}}}')
     (tmp_path / "log.txt").write_text("step 1\nfinal: done updates=7 best=22.50%\n")
     return tmp_path
 
@@ -52,6 +53,7 @@ def test_each_directive_hand_values(results_md, folder):
     assert gen("entropy scores.csv ^EnvB") == "\n| task | archX | archY |\n|-|-|-|\n| EnvB | 1: 1.100 -> 1.000 | 1: 1.100 -> 0.400 |\n"
     assert gen("runs scores.csv").splitlines()[4] == "| EnvA | archX | 2 | 250.000 | 260.000 | 0.690 -> 0.200 | 1000 |"
     assert gen('mdcell base.md EnvA "final score"') == "-0.5"  # the first table with that row
+    assert gen("iqm aggregate.json archX") == "0.815 [0.669, 0.943]"
     assert gen("logkey log.txt best") == "22.50%"
 
 
@@ -71,7 +73,8 @@ def test_check_finds_a_hand_edited_number(results_md, folder):
                                          ("<!--gen plot scores.csv--><!--/gen-->", "unknown directive"),
                                          ("<!--gen scores scores.csv EnvC--><!--/gen-->", "no runs of EnvC"),
                                          ("<!--gen cell scores.csv EnvA--><!--/gen-->", "wrong arguments"),
-                                         ("<!--gen logkey log.txt nokey--><!--/gen-->", "no 'nokey='")])
+                                         ("<!--gen logkey log.txt nokey--><!--/gen-->", "no 'nokey='"),
+                                         ("<!--gen iqm aggregate.json archX mmer--><!--/gen-->", "no 'mmer' aggregate")])
 def test_bad_directives_are_errors(results_md, folder, text, match):
     (folder / "README.md").write_text(text)
     with pytest.raises(SystemExit, match=match):
