@@ -58,24 +58,27 @@ def by_setting(rows, env, col):
     return out
 
 
+def setting_values(path, env, exp, col):
+    values = by_setting(read_scores(path), env, col).get(exp)
+    if not values:
+        raise ValueError(f"no runs of {exp} on {env} in {path}")
+    return values
+
+
 def gen_scores(path, env, col="final"):
     settings = by_setting(read_scores(path), env, col)
     if not settings:
         raise ValueError(f"no runs of {env} in {path}")
-    return ", ".join(f"{exp} {mean_std(v)}" for exp, v in sorted(settings.items(), key=lambda kv: -statistics.mean(kv[1])))
+    best_first = sorted(settings.items(), key=lambda kv: -statistics.mean(kv[1]))
+    return ", ".join(f"{exp} {mean_std(v)}" for exp, v in best_first)
 
 
 def gen_cell(path, env, exp, col="final"):
-    values = by_setting(read_scores(path), env, col).get(exp)
-    if not values:
-        raise ValueError(f"no runs of {exp} on {env} in {path}")
-    return mean_std(values)
+    return mean_std(setting_values(path, env, exp, col))
 
 
 def gen_seeds(path, env, exp, col="final"):
-    values = by_setting(read_scores(path), env, col).get(exp)
-    if not values:
-        raise ValueError(f"no runs of {exp} on {env} in {path}")
+    values = setting_values(path, env, exp, col)
     return " / ".join(f"{v:.{decimals(values)}f}" for v in values)
 
 
@@ -99,16 +102,16 @@ def gen_entropy(path, env_regex=""):
     cell = defaultdict(list)
     for r in sorted(rows, key=lambda r: int(r["seed"])):
         cell[(r["env"], r["exp"])].append(f"{r['seed']}: {_entropy(r)}")
-    return "\n".join([f"| task | {' | '.join(exps)} |", "|-|" + "-|" * len(exps)]
-                     + [f"| {env} | " + " | ".join(", ".join(cell[(env, e)]) or "-" for e in exps) + " |" for env in envs])
+    rows = [f"| {env} | " + " | ".join(", ".join(cell[(env, e)]) or "-" for e in exps) + " |" for env in envs]
+    return "\n".join([f"| task | {' | '.join(exps)} |", "|-|" + "-|" * len(exps)] + rows)
 
 
 def gen_runs(path):
     rows = sorted(read_scores(path), key=lambda r: (r["env"], r["exp"], int(r["seed"])))
-    return "\n".join(["| task | setting | seed | final score | MMER | policy entropy, first -> last logged | env steps |",
-                      "|-|-|-|-|-|-|-|"]
-                     + [f"| {r['env']} | {r['exp']} | {r['seed']} | {float(r['final']):.3f} | {float(r['mmer']):.3f} | "
-                        f"{_entropy(r)} | {r['last_step']} |" for r in rows])
+    header = ["| task | setting | seed | final score | MMER | policy entropy, first -> last logged | env steps |",
+              "|-|-|-|-|-|-|-|"]
+    return "\n".join(header + [f"| {r['env']} | {r['exp']} | {r['seed']} | {float(r['final']):.3f} | "
+                               f"{float(r['mmer']):.3f} | {_entropy(r)} | {r['last_step']} |" for r in rows])
 
 
 def gen_iqm(path, exp, score="final"):
