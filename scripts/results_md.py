@@ -102,8 +102,8 @@ def gen_entropy(path, env_regex=""):
     cell = defaultdict(list)
     for r in sorted(rows, key=lambda r: int(r["seed"])):
         cell[(r["env"], r["exp"])].append(f"{r['seed']}: {_entropy(r)}")
-    rows = [f"| {env} | " + " | ".join(", ".join(cell[(env, e)]) or "-" for e in exps) + " |" for env in envs]
-    return "\n".join([f"| task | {' | '.join(exps)} |", "|-|" + "-|" * len(exps)] + rows)
+    table = [f"| {env} | " + " | ".join(", ".join(cell[(env, e)]) or "-" for e in exps) + " |" for env in envs]
+    return "\n".join([f"| task | {' | '.join(exps)} |", "|-|" + "-|" * len(exps)] + table)
 
 
 def gen_runs(path):
