@@ -34,7 +34,7 @@ for ax in axes:
     ax.set_ylim(0, 101)
     ax.grid(alpha=0.3)
 axes[0].legend(fontsize=7)
-fig.suptitle("Copy task, eLSTM (sanity run, reduced scale)")
+fig.suptitle("Copy task, eLSTM (reduced scale)")
 fig.tight_layout()
 fig.savefig(out, dpi=120)
 print(f"saved {out}")
