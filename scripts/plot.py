@@ -576,8 +576,18 @@ def trace_report(args):
     recs = load_trace_records(args.trace)
     if not recs:
         sys.exit(f"error: no trace-conditioning records found in {', '.join(args.trace)}")
-    os.makedirs(args.out, exist_ok=True)
+    # MSRE is a mean over the whole run, so runs of different lengths (or settings) must not be averaged together
+    run_lengths = sorted({r.get("steps") for r in recs}, key=str)
+    if len(run_lengths) > 1:
+        sys.exit(f"error: trace records with different run lengths (steps {run_lengths}); their MSREs are not "
+                 "comparable, so give the runs of one length per --out")
     groups = trace_groups(recs)
+    for key, rs in groups.items():
+        for field in ("gamma", "td_lambda", "learning_rate", "num_distractors"):
+            if len({r.get(field) for r in rs}) > 1:
+                sys.exit(f"error: the seeds of (isi, arch, T, params) = {key} differ in {field}: "
+                         f"{sorted({r.get(field) for r in rs}, key=str)}")
+    os.makedirs(args.out, exist_ok=True)
     rows = []
     for (isi, arch, T, params), rs in sorted(groups.items(), key=lambda kv: _sort_key(kv[0])):
         v = np.array([r["msre"] for r in rs], dtype=float)

@@ -252,6 +252,13 @@ def test_plot_trace_conditioning(plot, tmp_path):
     md = (out / "msre.md").read_text()
     assert "| rtu_nonlinear | - | 1664 | 50,000 | 0.002 | 1000 | 0.025 ± " in md and "(n=4) |" in md  # mean(.01,...,.04)
     assert "| gru_tbptt | 4 | 1728 | 80,000 | 0.004 | 1000 | 0.05 ± 0.025 " in md  # mean(.1,.2,.3)/4, std .1/4
+    # runs of another length are not averaged in: a clear error instead
+    (summ / "longer.json").write_text(json.dumps(dict(recs[0], seed=9, steps=2000)))
+    with pytest.raises(SystemExit, match="different run lengths"):
+        plot.main(["--trace", str(summ), "--out", str(tmp_path / "mixed")])
+    (summ / "longer.json").write_text(json.dumps(dict(recs[0], seed=9, learning_rate=0.1)))
+    with pytest.raises(SystemExit, match="differ in learning_rate"):
+        plot.main(["--trace", str(summ), "--out", str(tmp_path / "mixed")])
 
 
 # ------------------------------------------------------------------------------------------------ sweeps
