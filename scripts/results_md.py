@@ -15,6 +15,10 @@ Paths are relative to the README's folder. What can be generated (CSV = a scores
     iqm JSON EXP [SCORE]       aggregate IQM over tasks x seeds from plot.py's aggregate.json: "0.815 [0.669, 0.943]"
     mdcell MD ROW COLUMN       the cell under header COLUMN in the first markdown-table row whose first cell is ROW
     logkey LOG KEY             the value of KEY=value on the log's line that starts with "final:"
+    trace CSV ISI ARCH T PARAMS [COL]
+                               trace conditioning, from plot.py's trace_records.csv: the mean over seeds of COL (msre)
+                               of ARCH on ISI with truncation length T ("-" for the RTRL learners) and PARAMS recurrent
+                               parameters; 3 significant digits, or a whole number with thousands separators if >= 1000
 
 Means, stds and values get 1 decimal when |mean| >= 100, else 3; std is the sample std over seeds (none when n = 1).
 
@@ -147,10 +151,20 @@ def gen_logkey(path, key):
     return values[key]
 
 
+def gen_trace(path, isi, arch, T, params, col="msre"):
+    rows = [r for r in read_scores(path) if (r["isi"], r["arch"], r["tbptt_len"] or "-", r["params"]) ==
+            (isi, arch, T, params)]
+    if not rows:
+        raise ValueError(f"no trace records of {arch} on ISI {isi} with T={T} and {params} params in {path}")
+    m = statistics.mean(float(r[col]) for r in rows)
+    return f"{m:,.0f}" if abs(m) >= 1000 else f"{m:.3g}"
+
+
 # name: (function, whether its output is a block of lines: a list or a table)
 DIRECTIVES = {"scores": (gen_scores, False), "cell": (gen_cell, False), "seeds": (gen_seeds, False),
               "order": (gen_order, True), "entropy": (gen_entropy, True), "runs": (gen_runs, True),
-              "iqm": (gen_iqm, False), "mdcell": (gen_mdcell, False), "logkey": (gen_logkey, False)}
+              "iqm": (gen_iqm, False), "mdcell": (gen_mdcell, False), "logkey": (gen_logkey, False),
+              "trace": (gen_trace, False)}
 
 
 def fill(text, folder):

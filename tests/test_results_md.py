@@ -30,6 +30,10 @@ def folder(tmp_path):
     (tmp_path / "base.md").write_text("# t\n\n| env | policy: x | final score |\n|-|-|-|\n| EnvA | 1 | -0.5 |\n"
                                       "\n| env | other | final score |\n|-|-|-|\n| EnvA | 2 | 9 |\n")
     (tmp_path / "aggregate.json").write_text('{"aggregate": {"final": {"archX": {"IQM": [0.8154, 0.66949, 0.9431]}}}}')
+    (tmp_path / "trace_records.csv").write_text(
+        "arch,isi,tbptt_len,params,seed,msre,flops_per_step\n"
+        "gru_tbptt,10,4,1728,1,0.03,70000.0\ngru_tbptt,10,4,1728,2,0.05,70000.0\ngru_tbptt,10,16,1728,1,0.5,199113.0\n"
+        "gru_tbptt,20,4,1728,1,0.7,70000.0\nrtu_linear,10,,1664,1,0.04211,54321.0\nrtu_linear,10,,832,1,0.9,27000.0\n")
     (tmp_path / "log.txt").write_text("step 1\nfinal: done updates=7 best=22.50%\n")
     return tmp_path
 
@@ -55,6 +59,9 @@ def test_each_directive_hand_values(results_md, folder):
     assert gen('mdcell base.md EnvA "final score"') == "-0.5"  # the first table with that row
     assert gen("iqm aggregate.json archX") == "0.815 [0.669, 0.943]"
     assert gen("logkey log.txt best") == "22.50%"
+    assert gen("trace trace_records.csv 10 gru_tbptt 4 1728") == "0.04"  # mean(.03, .05): not T=16, ISI 20
+    assert gen("trace trace_records.csv 10 gru_tbptt 16 1728 flops_per_step") == "199,113"
+    assert gen("trace trace_records.csv 10 rtu_linear - 1664") == "0.0421"  # RTRL: no T; not the 832-param size
 
 
 def test_check_finds_a_hand_edited_number(results_md, folder):
@@ -74,7 +81,9 @@ def test_check_finds_a_hand_edited_number(results_md, folder):
                                          ("<!--gen scores scores.csv EnvC--><!--/gen-->", "no runs of EnvC"),
                                          ("<!--gen cell scores.csv EnvA--><!--/gen-->", "wrong arguments"),
                                          ("<!--gen logkey log.txt nokey--><!--/gen-->", "no 'nokey='"),
-                                         ("<!--gen iqm aggregate.json archX mmer--><!--/gen-->", "no 'mmer' aggregate")])
+                                         ("<!--gen iqm aggregate.json archX mmer--><!--/gen-->", "no 'mmer' aggregate"),
+                                         ("<!--gen trace trace_records.csv 10 gru_tbptt 8 1728--><!--/gen-->",
+                                          "no trace records of gru_tbptt on ISI 10 with T=8")])
 def test_bad_directives_are_errors(results_md, folder, text, match):
     (folder / "README.md").write_text(text)
     with pytest.raises(SystemExit, match=match):
