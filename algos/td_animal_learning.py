@@ -21,8 +21,8 @@
 # style; the value head is not counted): RTU n = 64 (1,664), GRU H = 18 (1,728), LRU n = 23 with readout H = 23
 # (1,679). --param-budget / --hidden-size change them; every run prints and logs its count and analytic FLOPs/step.
 #
-# Run length: --total-steps 100000 takes about 5 minutes for the RTRL learners on one core of a 2-core CPU (about
-# 3 ms of CPU time per step, see results/perf/rtrl_vs_tbptt.md); T-BPTT costs grow with T (GRU, T = 16: ~10 ms).
+# Run length: --total-steps 100000 takes about a minute for the RTRL learners on one core of a 2-core CPU (about
+# 0.55-0.62 ms of CPU time per step, see results/perf/rtrl_vs_tbptt.md); T-BPTT costs grow with T (GRU, T = 16: 2.1 ms).
 # The source papers' runs are much longer (their exact step count is not recorded in SPEC and was not checked here);
 # use --total-steps to match them.
 import json
