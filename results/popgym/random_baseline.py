@@ -8,8 +8,13 @@ number of env steps, and MMER batches of 2048 steps (one PPO iteration), merged 
 --policy constant always takes action 0 instead: a peaked policy that has learnt nothing, whose episode returns
 spread more than a uniform policy's, and so whose MMER lies further above its mean.
 
+--policy skewed --logit-std S [S ...] is a memoryless policy that is only slightly non-uniform: softmax of logits
+drawn from N(0, S^2), redrawn at every reset (on ConcentrationEasy the cards are reshuffled each episode, so which
+actions are preferred does not matter, only how much). One row per S, with the policy's mean entropy, to set beside a
+PPO run's losses/entropy (results/popgym/concentration_dip.py).
+
 Usage: python results/popgym/random_baseline.py popgym-RepeatFirstEasy-v0 [more env ids] [--steps 1000000] [--seed 1]
-       [--policy uniform|constant]
+       [--policy uniform|constant|skewed] [--logit-std 0.5 ...]
 """
 import argparse
 import os
@@ -28,23 +33,59 @@ p.add_argument("--steps", type=int, default=1_000_000, help="env steps, as in a 
 p.add_argument("--batch-steps", type=int, default=2048, help="env steps per PPO iteration (an MMER batch)")
 p.add_argument("--min-episodes", type=int, default=10, help="batches are merged until they hold this many episodes")
 p.add_argument("--seed", type=int, default=1)
-p.add_argument("--policy", choices=["uniform", "constant"], default="uniform", help="uniform random, or always action 0")
+p.add_argument("--policy", choices=["uniform", "constant", "skewed"], default="uniform",
+               help="uniform random, always action 0, or slightly non-uniform (see --logit-std)")
+p.add_argument("--logit-std", type=float, nargs="+", default=[0.5],
+               help="skewed policy: std of its Gaussian logits; one table row per value")
 a = p.parse_args()
+if a.policy == "skewed" and not all(std > 0 for std in a.logit_std):
+    sys.exit(f"--logit-std must be > 0 for --policy skewed, got {a.logit_std}")
 
-print(f"| env | {a.policy} policy: mean return | final score (last 10% of episodes) | MMER | episodes | steps | seed |")
-print("|-|-|-|-|-|-|-|")
-for env_id in a.env_ids:
+
+def run_policy(env_id, draw_probs, sample):
+    """Returns, end steps and the mean entropy of the drawn action distributions, over a.steps env steps."""
     env = make_env(env_id, 0, False, "random", 0.99, normalize=False)()
     env.action_space.seed(a.seed)
     env.reset(seed=a.seed)
-    returns, end_steps = [], []
+    probs = draw_probs(env.action_space.n)
+    returns, end_steps, entropies = [], [], [float(-(probs * np.log(probs)).sum())]
     for step in range(1, a.steps + 1):
-        _, _, terminated, truncated, info = env.step(env.action_space.sample() if a.policy == "uniform" else 0)
+        _, _, terminated, truncated, info = env.step(sample(env, probs))
         if terminated or truncated:
             returns.append(float(info["episode"]["r"]))
             end_steps.append(step)
             env.reset()
+            probs = draw_probs(env.action_space.n)
+            entropies.append(float(-(probs * np.log(probs)).sum()))
+    return returns, end_steps, float(np.mean(entropies))
+
+
+def scores(returns, end_steps):
     iteration_ends = np.arange(a.batch_steps, a.steps + 1, a.batch_steps)  # where a PPO run logs charts/SPS
-    print(f"| {env_id} | {np.mean(returns):.4f} | {final_score(returns):.4f} | "
-          f"{mmer(end_steps, returns, iteration_ends, a.min_episodes):.4f} | {len(returns)} | {a.steps} | {a.seed} |",
-          flush=True)
+    return (f"{np.mean(returns):.4f} | {final_score(returns):.4f} | "
+            f"{mmer(end_steps, returns, iteration_ends, a.min_episodes):.4f} | {len(returns)} | {a.steps} | {a.seed} |")
+
+
+if a.policy == "skewed":
+    print("| logit std | env | mean policy entropy (nats) | mean return | final score (last 10% of episodes) | MMER "
+          "| episodes | steps | seed |")
+    print("|-|-|-|-|-|-|-|-|-|")
+    for env_id in a.env_ids:
+        for std in a.logit_std:
+            rng = np.random.default_rng(a.seed)
+
+            def draw_probs(n):  # softmax of Gaussian logits, redrawn every episode
+                logits = rng.normal(0.0, std, n)
+                return np.exp(logits) / np.exp(logits).sum()
+
+            returns, end_steps, entropy = run_policy(
+                env_id, draw_probs, lambda env, probs: int(rng.choice(len(probs), p=probs)))
+            print(f"| {std} | {env_id} | {entropy:.3f} | {scores(returns, end_steps)}", flush=True)
+else:
+    print(f"| env | {a.policy} policy: mean return | final score (last 10% of episodes) | MMER | episodes | steps | seed |")
+    print("|-|-|-|-|-|-|-|")
+    for env_id in a.env_ids:
+        returns, end_steps, _ = run_policy(
+            env_id, lambda n: np.full(n, 1.0 / n),
+            (lambda env, probs: env.action_space.sample()) if a.policy == "uniform" else (lambda env, probs: 0))
+        print(f"| {env_id} | {scores(returns, end_steps)}", flush=True)
