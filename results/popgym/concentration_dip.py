@@ -6,7 +6,12 @@ logged losses/entropy over env steps [--lo, --hi) (the dip); then a 'final:' lin
 Pearson correlation over runs of those last two columns. Set the entropy beside random_baseline.py's skewed policy, a
 memoryless policy of about that entropy.
 
-Usage: python results/popgym/concentration_dip.py RUN_DIR [RUN_DIR ...] [--lo 20000] [--hi 100000] [--start-steps 10000]
+--export DIR writes the two tags' values before env step --hi to DIR/<run name>.csv.gz (plot.py's exported-run format,
+a few kB each). Event files are not committed (runs/ is git-ignored); the exports are, and this script reads them like
+run dirs, with the same output.
+
+Usage: python results/popgym/concentration_dip.py RUN_DIR_OR_EXPORT [...] [--lo 20000] [--hi 100000] [--start-steps 10000]
+       [--export DIR]
 """
 import argparse
 import os
@@ -15,13 +20,14 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
-from plot import load_scalars  # noqa: E402
+from plot import EXPORT_SUFFIX, export_run, load_scalars, run_name  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("run_dirs", nargs="+")
 p.add_argument("--start-steps", type=int, default=10_000, help="the first window: env steps [0, this)")
 p.add_argument("--lo", type=int, default=20_000, help="the dip window starts at this env step")
 p.add_argument("--hi", type=int, default=100_000, help="the dip window ends before this env step")
+p.add_argument("--export", metavar="DIR", help="write each run's two tags before env step --hi to DIR/<run>.csv.gz")
 a = p.parse_args()
 if not 0 < a.start_steps <= a.lo < a.hi:
     sys.exit(f"need 0 < --start-steps <= --lo < --hi, got {a.start_steps}, {a.lo}, {a.hi}")
@@ -39,10 +45,14 @@ print(f"| run | return, steps [0, {a.start_steps}) | return, steps [{a.lo}, {a.h
 print("|-|-|-|-|")
 dip_returns, dip_entropies = [], []
 for d in a.run_dirs:
-    run = os.path.basename(os.path.normpath(d))
+    run = run_name(os.path.normpath(d))
     sc = load_scalars(d, ["charts/episodic_return", "losses/entropy"])
     if "charts/episodic_return" not in sc or "losses/entropy" not in sc:
         sys.exit(f"{d}: needs charts/episodic_return and losses/entropy in its event files")
+    if a.export:
+        os.makedirs(a.export, exist_ok=True)
+        export_run(os.path.join(a.export, run + EXPORT_SUFFIX),
+                   {tag: (steps[steps < a.hi], values[steps < a.hi]) for tag, (steps, values) in sc.items()})
     r_steps, r_values = sc["charts/episodic_return"]
     e_steps, e_values = sc["losses/entropy"]
     dip_returns.append(window_mean(r_steps, r_values, a.lo, a.hi, "return", run))
