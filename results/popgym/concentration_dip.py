@@ -31,6 +31,8 @@ p.add_argument("--export", metavar="DIR", help="write each run's two tags before
 a = p.parse_args()
 if not 0 < a.start_steps <= a.lo < a.hi:
     sys.exit(f"need 0 < --start-steps <= --lo < --hi, got {a.start_steps}, {a.lo}, {a.hi}")
+if a.export:
+    os.makedirs(a.export, exist_ok=True)
 
 
 def window_mean(steps, values, lo, hi, what, run):
@@ -45,12 +47,11 @@ print(f"| run | return, steps [0, {a.start_steps}) | return, steps [{a.lo}, {a.h
 print("|-|-|-|-|")
 dip_returns, dip_entropies = [], []
 for d in a.run_dirs:
-    run = run_name(os.path.normpath(d))
+    run = run_name(d)
     sc = load_scalars(d, ["charts/episodic_return", "losses/entropy"])
     if "charts/episodic_return" not in sc or "losses/entropy" not in sc:
         sys.exit(f"{d}: needs charts/episodic_return and losses/entropy in its event files")
     if a.export:
-        os.makedirs(a.export, exist_ok=True)
         export_run(os.path.join(a.export, run + EXPORT_SUFFIX),
                    {tag: (steps[steps < a.hi], values[steps < a.hi]) for tag, (steps, values) in sc.items()})
     r_steps, r_values = sc["charts/episodic_return"]

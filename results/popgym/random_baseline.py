@@ -42,22 +42,24 @@ if a.policy == "skewed" and not all(std > 0 for std in a.logit_std):
     sys.exit(f"--logit-std must be > 0 for --policy skewed, got {a.logit_std}")
 
 
-def run_policy(env_id, draw_probs, sample):
-    """Returns, end steps and the mean entropy of the drawn action distributions, over a.steps env steps."""
+def run_policy(env_id, sample, draw_probs=None):
+    """Returns and end steps over a.steps env steps. sample(env, probs) picks each action; draw_probs(num_actions), if
+    given, draws a new action distribution at every reset, and the mean entropy of those is returned as well."""
     env = make_env(env_id, 0, False, "random", 0.99, normalize=False)()
     env.action_space.seed(a.seed)
     env.reset(seed=a.seed)
-    probs = draw_probs(env.action_space.n)
-    returns, end_steps, entropies = [], [], [float(-(probs * np.log(probs)).sum())]
+    probs = draw_probs(env.action_space.n) if draw_probs else None
+    returns, end_steps, entropies = [], [], []
     for step in range(1, a.steps + 1):
         _, _, terminated, truncated, info = env.step(sample(env, probs))
         if terminated or truncated:
             returns.append(float(info["episode"]["r"]))
             end_steps.append(step)
             env.reset()
-            probs = draw_probs(env.action_space.n)
-            entropies.append(float(-(probs * np.log(probs)).sum()))
-    return returns, end_steps, float(np.mean(entropies))
+            if draw_probs:
+                entropies.append(float(-(probs * np.log(probs)).sum()))
+                probs = draw_probs(env.action_space.n)
+    return returns, end_steps, (float(np.mean(entropies)) if entropies else None)
 
 
 def scores(returns, end_steps):
@@ -79,13 +81,12 @@ if a.policy == "skewed":
                 return np.exp(logits) / np.exp(logits).sum()
 
             returns, end_steps, entropy = run_policy(
-                env_id, draw_probs, lambda env, probs: int(rng.choice(len(probs), p=probs)))
+                env_id, lambda env, probs: int(rng.choice(len(probs), p=probs)), draw_probs)
             print(f"| {std} | {env_id} | {entropy:.3f} | {scores(returns, end_steps)}", flush=True)
 else:
     print(f"| env | {a.policy} policy: mean return | final score (last 10% of episodes) | MMER | episodes | steps | seed |")
     print("|-|-|-|-|-|-|-|")
     for env_id in a.env_ids:
         returns, end_steps, _ = run_policy(
-            env_id, lambda n: np.full(n, 1.0 / n),
-            (lambda env, probs: env.action_space.sample()) if a.policy == "uniform" else (lambda env, probs: 0))
+            env_id, (lambda env, probs: env.action_space.sample()) if a.policy == "uniform" else (lambda env, probs: 0))
         print(f"| {env_id} | {scores(returns, end_steps)}", flush=True)
