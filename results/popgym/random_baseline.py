@@ -59,7 +59,9 @@ def run_policy(env_id, sample, draw_probs=None):
             if draw_probs:
                 entropies.append(float(-(probs * np.log(probs)).sum()))
                 probs = draw_probs(env.action_space.n)
-    return returns, end_steps, (float(np.mean(entropies)) if entropies else None)
+    if not returns:
+        sys.exit(f"{env_id}: no episode ended within --steps {a.steps}; raise --steps")
+    return returns, end_steps, (float(np.mean(entropies)) if draw_probs else None)
 
 
 def scores(returns, end_steps):
