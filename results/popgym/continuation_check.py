@@ -1,11 +1,12 @@
-"""Check that each longer run repeats the 1M-step comparison's run of the same (env, setting, seed) exactly.
+"""Check that each longer run repeats the shorter comparison's run of the same (env, setting, seed) exactly.
 
 For every exported run in DIR/run_scalars/ (e.g. results/popgym/concentration_2M), compares its logged episode
-returns (charts/episodic_return: step and value) up to the last step of the matching run in
-results/popgym/run_scalars/ with that run's, and prints one line per pair. Exits non-zero if any pair differs or has
-no match.
+returns (charts/episodic_return: step and value) up to the last step of the matching run in SHORTER/run_scalars/
+(default: results/popgym, the 1M-step comparison) with that run's, and prints one line per pair. Exits non-zero if
+any pair differs or has no match.
 
-Usage: python results/popgym/continuation_check.py results/popgym/concentration_2M
+Usage: python results/popgym/continuation_check.py DIR [SHORTER]
+  e.g. python results/popgym/continuation_check.py results/popgym/concentration_2M
 """
 import glob
 import os
@@ -15,17 +16,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
 from plot import load_scalars, run_name  # noqa: E402
 
-if len(sys.argv) != 2:
+if len(sys.argv) not in (2, 3):
     sys.exit(__doc__)
+shorter = sys.argv[2] if len(sys.argv) == 3 else HERE
 longer = sorted(glob.glob(os.path.join(sys.argv[1], "run_scalars", "*.csv.gz")))
 if not longer:
     sys.exit(f"no exported runs in {sys.argv[1]}/run_scalars")
 failed = 0
 for path in longer:
     env, exp, seed, _ = run_name(path).split("__")
-    matches = glob.glob(os.path.join(HERE, "run_scalars", f"{env}__{exp}__{seed}__*.csv.gz"))
+    matches = glob.glob(os.path.join(shorter, "run_scalars", f"{env}__{exp}__{seed}__*.csv.gz"))
     if len(matches) != 1:
-        print(f"{env} {exp} seed {seed}: {len(matches)} matching 1M runs")
+        print(f"{env} {exp} seed {seed}: {len(matches)} matching runs in {shorter}")
         failed += 1
         continue
     s1, v1 = load_scalars(matches[0], ["charts/episodic_return"])["charts/episodic_return"]
