@@ -1,7 +1,12 @@
 """scripts/results_md.py: the numbers in the results READMEs are generated from the committed scores, and stay so."""
+import glob
 import importlib.util
 import os
+import re
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,3 +98,43 @@ def test_bad_directives_are_errors(results_md, folder, text, match):
 def test_committed_results_readmes_are_up_to_date(results_md):
     """Every number in a generated part of results/**/README.md is what the committed scores give."""
     assert results_md.main(["--check"]) == 0
+
+
+WINDOWS = os.path.join(ROOT, "results", "popgym", "windows.py")
+
+
+def run_windows(*args):
+    return subprocess.run([sys.executable, WINDOWS, *map(str, args)], cwd=ROOT, capture_output=True, text=True)
+
+
+def test_windows_hand_values(tmp_path):
+    """results/popgym/windows.py: window means on made-up runs; a window is (a, a + W], so step 500 is in the first."""
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from plot import export_run
+    (tmp_path / "run_scalars").mkdir()
+    tag = "charts/episodic_return"
+    export_run(tmp_path / "run_scalars" / "EnvA__archX__1__7.csv.gz",
+               {tag: (np.array([100, 400, 600, 1200]), np.array([1.0, 3.0, 5.0, 7.0]))})
+    export_run(tmp_path / "run_scalars" / "EnvA__archX__2__7.csv.gz", {tag: (np.array([500, 1500]), np.array([2.0, 4.0]))})
+    assert run_windows(tmp_path, "--window", 500).returncode == 0
+    rows = (tmp_path / "windows.md").read_text().splitlines()
+    assert "| run | 0-0.0005M | 0.0005M-0.001M | 0.001M-0.0015M |" in rows
+    assert "| archX seed 1 | 2.000 | 5.000 | 7.000 |" in rows
+    assert "| archX seed 2 | 2.000 |  | 4.000 |" in rows
+    assert "| archX mean (n=2) | 2.000 |  | 5.500 |" in rows  # no mean where a seed has no episode
+    assert run_windows(tmp_path, "--window", 500, "--check").returncode == 0
+    (tmp_path / "windows.md").write_text("\n".join(rows).replace("5.500", "5.600"))  # a number typed over
+    assert run_windows(tmp_path, "--window", 500, "--check").returncode == 1
+    assert run_windows(tmp_path, "--window", 0).returncode == 1
+    assert "no exported runs" in run_windows(tmp_path / "run_scalars").stderr
+
+
+def test_committed_windows_tables_are_up_to_date():
+    """Every results/**/windows.md is what windows.py writes from the committed runs, with the window it names."""
+    tables = sorted(glob.glob(os.path.join(ROOT, "results", "**", "windows.md"), recursive=True))
+    assert tables
+    for table in tables:
+        with open(table) as f:
+            window = re.search(r"--window (\d+)`", f.read()).group(1)
+        check = run_windows(os.path.relpath(os.path.dirname(table), ROOT), "--window", window, "--check")
+        assert check.returncode == 0, check.stdout + check.stderr

@@ -4,8 +4,9 @@ Reads the exported runs in DIR/run_scalars/ (scripts/plot.py --export-runs) and 
 one row per run and then one row per setting (the mean over its seeds), one column per window (a, a + W] of env
 steps. A window in which no episode of a run ended is left empty, and so is the setting's mean there.
 
-Usage: python results/popgym/windows.py DIR [--window 500000]
+Usage: python results/popgym/windows.py DIR [--window 500000] [--check]
   e.g. python results/popgym/windows.py results/popgym/concentration_4M
+  --check changes nothing and exits 1 if DIR/windows.md is not what this would write (tests/test_results_md.py).
 """
 import argparse
 import glob
@@ -23,6 +24,7 @@ TAG = "charts/episodic_return"
 p = argparse.ArgumentParser()
 p.add_argument("dir", help="a results folder with a run_scalars/ subfolder")
 p.add_argument("--window", type=int, default=500_000, help="env steps per window")
+p.add_argument("--check", action="store_true", help="change nothing; exit 1 if DIR/windows.md is out of date")
 args = p.parse_args()
 if args.window <= 0:
     sys.exit("error: --window must be positive")
@@ -67,6 +69,14 @@ for env in sorted({env for env, _, _ in runs}):
         lines.append(f"| {exp} mean (n={len(rows)}) | " + " | ".join(cells) + " |")
     lines.append("")
 out = os.path.join(args.dir, "windows.md")
+text = "\n".join(lines)
+if args.check:
+    stale = True
+    if os.path.exists(out):
+        with open(out) as f:
+            stale = f.read() != text
+    print(f"{out} is {'out of date' if stale else 'up to date'}")
+    sys.exit(1 if stale else 0)
 with open(out, "w") as f:
-    f.write("\n".join(lines))
+    f.write(text)
 print(f"wrote {out}")
