@@ -12,12 +12,16 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-@pytest.fixture(scope="module")
-def results_md():
-    spec = importlib.util.spec_from_file_location("results_md", os.path.join(ROOT, "scripts", "results_md.py"))
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "scripts", f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def results_md():
+    return load_script("results_md")
 
 
 SCORES = """env,exp,seed,final,mmer,episodes,last_step,entropy_first,entropy_last,run_dir
@@ -109,8 +113,7 @@ def run_windows(*args):
 
 def test_windows_hand_values(tmp_path):
     """results/popgym/windows.py: window means on made-up runs; a window is (a, a + W], so step 500 is in the first."""
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    from plot import export_run
+    export_run = load_script("plot").export_run
     (tmp_path / "run_scalars").mkdir()
     tag = "charts/episodic_return"
     export_run(tmp_path / "run_scalars" / "EnvA__archX__1__7.csv.gz",
@@ -123,7 +126,8 @@ def test_windows_hand_values(tmp_path):
     assert "| archX seed 2 | 2.000 |  | 4.000 |" in rows
     assert "| archX mean (n=2) | 2.000 |  | 5.500 |" in rows  # no mean where a seed has no episode
     assert run_windows(tmp_path, "--window", 500, "--check").returncode == 0
-    (tmp_path / "windows.md").write_text("\n".join(rows).replace("5.500", "5.600"))  # a number typed over
+    table = tmp_path / "windows.md"
+    table.write_text(table.read_text().replace("5.500", "5.600"))  # a number typed over
     assert run_windows(tmp_path, "--window", 500, "--check").returncode == 1
     assert run_windows(tmp_path, "--window", 0).returncode == 1
     assert "no exported runs" in run_windows(tmp_path / "run_scalars").stderr
