@@ -1,11 +1,14 @@
-"""scripts/plot.py (curves, IQM + stratified bootstrap, MMER, trace-conditioning tables) and the sweep scripts
-(dry runs, resuming, local execution, SLURM array files). Fast: no training is run; sweeps execute a fake python."""
+"""scripts/plot.py (curves, IQM + stratified bootstrap, MMER, trace-conditioning tables) and the
+sweep scripts (dry runs, runs keyed by their full command, resuming and continuing runs, stopping, local execution,
+SLURM array files). Fast: no training is run; sweeps execute a fake python."""
 import csv
 import gzip
 import importlib.util
 import json
 import os
+import signal
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -319,52 +322,170 @@ def test_sweep_grid_contents(tmp_path):
     assert sweep("popgym", "--bogus", runs=runs, check=False).returncode != 0
 
 
-def test_sweep_resume_skips_done_runs(tmp_path):
-    runs = tmp_path / "runs"
-    before = sweep("reacher_pomdp", "--dry-run", runs=runs).stdout.splitlines()
-    (runs / ".done").mkdir(parents=True)
-    (runs / ".done" / "Reacher-POMDP-v5__ppo_gru_tbptt__2").write_text("done")
-    p = sweep("reacher_pomdp", "--dry-run", runs=runs)
-    after = p.stdout.splitlines()
-    gone = set(before) - set(after)
-    assert len(after) == len(before) - 1 and len(gone) == 1
-    (line,) = gone
-    assert "ppo_gru_tbptt.py" in line and "--seed 2 " in line
-    assert "1 already done" in p.stderr
-
-
-FAKE_PYTHON = """#!/bin/bash
-# fake interpreter: like the algos scripts, writes runs/<run_name>/ in its working directory; fails for seed 2
+FAKE_PYTHON = r"""#!/bin/bash
+# fake interpreter, like the algos scripts: writes runs/<run name>/ in its working directory (or continues the
+# --resume directory) with checkpoint.pt, and done.json when it finishes
 script=$(basename "$1" .py); shift
-[[ " $* " == *" --seed 2 "* ]] && { echo "simulated crash" >&2; exit 3; }
-env_id=$(sed -n 's/.*--env-id \\([^ ]*\\).*/\\1/p' <<<"$*"); exp=$(sed -n 's/.*--exp-name \\([^ ]*\\).*/\\1/p' <<<"$*")
-seed=$(sed -n 's/.*--seed \\([^ ]*\\).*/\\1/p' <<<"$*")
-mkdir -p "runs/${env_id}__${exp}__${seed}__123"
-echo "OMP_NUM_THREADS=$OMP_NUM_THREADS $script $*" > "runs/${env_id}__${exp}__${seed}__123/args.txt"
+echo "$script $*" >>"${FAKE_ARGV:-/dev/null}"
+args=("$@"); declare -A a=()
+for ((i = 0; i + 1 < ${#args[@]}; i++)); do [[ ${args[i]} != --* ]] || a[${args[i]#--}]=${args[i + 1]}; done
+[[ ${a[seed]} != "${FAKE_CRASH_SEED:-}" ]] || { echo "simulated crash" >&2; exit 3; }
+dir=${a[resume]:-runs/${a[env-id]}__${a[exp-name]}__${a[seed]}__123}
+mkdir -p "$dir"
+echo "OMP_NUM_THREADS=$OMP_NUM_THREADS $script $*" >"$dir/args.txt"
+echo "${a[total-timesteps]}" >>"$dir/totals.txt"
+echo checkpoint >"$dir/checkpoint.pt"
+rm -f "$dir/done.json"
+[[ -z ${FAKE_STOP:-} ]] || exit 4  # fails after a checkpoint
+[[ -z ${FAKE_SLEEP:-} ]] || { echo $$ >"$FAKE_PIDFILE"; exec sleep "$FAKE_SLEEP"; }
+echo "{\"script\": \"$script.py\", \"args\": {\"total_timesteps\": ${a[total-timesteps]}, \"anneal_lr\": ${FAKE_ANNEAL:-false}}}" >"$dir/done.json"
 """
+RUN = "Reacher-POMDP-v5__ppo_mlp__1__123"  # the fake's run directory of ppo_mlp, seed 1
 
 
-def test_sweep_local_execution_and_resume(tmp_path):
+@pytest.fixture
+def fake(tmp_path):
+    """Environment for a sweep that runs the fake python; its command lines go to tmp_path/argv."""
+    f = tmp_path / "fakepy"
+    f.write_text(FAKE_PYTHON)
+    f.chmod(0o755)
+    return dict(PYTHON=str(f), FAKE_ARGV=str(tmp_path / "argv"), ARCHS="ppo_mlp")
+
+
+def keys(runs):
+    """The finished runs' keys ENV__SETTING__SEED (their markers' names without the hash)."""
+    return sorted(m.rsplit("__", 1)[0] for m in os.listdir(runs / ".done"))
+
+
+def test_sweep_done_only_for_the_same_command(tmp_path, fake):
+    """A finished run is skipped only by the same command: another --steps or another extra flag is another run."""
     runs = tmp_path / "runs"
-    fake = tmp_path / "fakepy"
-    fake.write_text(FAKE_PYTHON)
-    fake.chmod(0o755)
-    env = dict(PYTHON=str(fake), ARCHS="ppo_gru_tbptt ppo_mlp")
+    env = dict(fake, ARCHS="ppo_gru_tbptt ppo_mlp")
+    sweep("reacher_pomdp", "--seeds", "1", "--steps", "4096", runs=runs, env=env)
+    assert keys(runs) == ["Reacher-POMDP-v5__ppo_gru_tbptt__1", "Reacher-POMDP-v5__ppo_mlp__1"]
+    (mlp,) = [m for m in os.listdir(runs / ".done") if "ppo_mlp" in m]
+    marker = runs / ".done" / mlp
+    text = marker.read_text()
+    assert "command: algos/ppo_mlp.py --env-id Reacher-POMDP-v5 --seed 1 --total-timesteps 4096 --exp-name ppo_mlp\n" \
+        in text
+    assert (runs / mlp / RUN / "done.json").exists()  # finished runs go to RUNS_DIR/<ID>/<run name>
+
+    def todo(*args):
+        p = sweep("reacher_pomdp", "-n", "--seeds", "1", *args, runs=runs, env=env)
+        return p.stdout.splitlines(), p.stderr
+
+    lines, err = todo("--steps", "4096")
+    assert lines == [] and "0 run(s) to do" in err and "2 already done" in err
+    lines, _ = todo("--steps", "1000000")
+    assert len(lines) == 2 and all("--total-timesteps 1000000 " in x for x in lines)
+    lines, _ = todo("--steps", "4096", "--", "--hidden-dim", "8")
+    assert len(lines) == 2 and all("--total-timesteps 4096 " in x and x.endswith(" --hidden-dim 8") for x in lines)
+    # the marker's command decides, not its file name
+    marker.write_text(text.replace("--total-timesteps 4096", "--total-timesteps 4097"))
+    lines, _ = todo("--steps", "4096")
+    assert len(lines) == 1 and "algos/ppo_mlp.py" in lines[0]
+
+
+def test_sweep_resumes_an_interrupted_run(tmp_path, fake):
+    """A run that stopped after a checkpoint is run again with --resume on its run directory, not from scratch."""
+    runs = tmp_path / "runs"
+    p = sweep("reacher_pomdp", "--seeds", "1", "--steps", "4096", runs=runs, env=dict(fake, FAKE_STOP="1"), check=False)
+    assert p.returncode != 0 and "it resumes from" in p.stderr
+    (work,) = (runs / ".work").iterdir()
+    assert (work / "runs" / RUN / "checkpoint.pt").exists() and keys(runs) == []
+    assert "(1 resume from a checkpoint," in sweep("reacher_pomdp", "-n", "--seeds", "1", "--steps", "4096",
+                                                     runs=runs, env=fake).stderr
+    p = sweep("reacher_pomdp", "--seeds", "1", "--steps", "4096", runs=runs, env=fake)
+    first, second = (tmp_path / "argv").read_text().splitlines()
+    assert first == "ppo_mlp --env-id Reacher-POMDP-v5 --seed 1 --total-timesteps 4096 --exp-name ppo_mlp"
+    assert second == f"{first} --resume runs/{RUN}"
+    assert keys(runs) == ["Reacher-POMDP-v5__ppo_mlp__1"] and not work.exists()
+    assert (runs / work.name / RUN / "totals.txt").read_text() == "4096\n4096\n"  # the same run directory, continued
+
+
+def test_sweep_longer_run_continues_a_copy(tmp_path, fake):
+    """The same command with a larger --total-timesteps continues the finished shorter run (a copy of it: the short
+    run stays as it was), unless that run anneals its learning rate: then it starts from scratch."""
+    runs = tmp_path / "runs"
+    sweep("reacher_pomdp", "--seeds", "1", "--steps", "4096", runs=runs, env=fake)
+    sweep("reacher_pomdp", "--seeds", "2", "--steps", "4096", runs=runs, env=dict(fake, FAKE_ANNEAL="true"))
+    p = sweep("reacher_pomdp", "-n", "--seeds", "1 2", "--steps", "8192", runs=runs, env=fake)
+    assert "(0 resume from a checkpoint, 1 continue a shorter finished run)" in p.stderr
+    p = sweep("reacher_pomdp", "--seeds", "1 2", "--steps", "8192", runs=runs, env=fake)
+    assert "it anneals the learning rate" in p.stdout
+    argv = (tmp_path / "argv").read_text().splitlines()
+    base = "ppo_mlp --env-id Reacher-POMDP-v5 --seed {} --total-timesteps 8192 --exp-name ppo_mlp"
+    assert base.format(1) + f" --resume runs/{RUN}" in argv and base.format(2) in argv
+    for seed, longer in ((1, "4096\n8192\n"), (2, "8192\n")):
+        dirs = runs.glob(f"Reacher-POMDP-v5__ppo_mlp__{seed}__*/Reacher-POMDP-v5__ppo_mlp__{seed}__123")
+        assert sorted((d / "totals.txt").read_text() for d in dirs) == ["4096\n", longer]
+    short = [d for d in runs.glob(f"*/{RUN}") if (d / "totals.txt").read_text() == "4096\n"]
+    assert json.loads((short[0] / "done.json").read_text())["args"]["total_timesteps"] == 4096
+    assert "0 run(s) to do" in sweep("reacher_pomdp", "-n", "--seeds", "1 2", "--steps", "8192", runs=runs,
+                                     env=fake).stderr
+
+
+def alive(pid):
+    """Whether pid runs (a zombie has exited: nobody may reap an orphan in a container)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("target,sig", [("group", signal.SIGINT), ("sweep", signal.SIGINT),
+                                        ("sweep", signal.SIGTERM)])
+def test_sweep_signal_stops_its_runs(tmp_path, fake, target, sig):
+    """Ctrl-C (SIGINT to the terminal's process group), or SIGINT / SIGTERM to the sweep alone, stops the training
+    processes too; they resume from their checkpoints next time."""
+    runs, pidfile = tmp_path / "runs", tmp_path / "pid"
+    e = {k: v for k, v in os.environ.items() if k not in KNOBS}
+    e.update(fake, RUNS_DIR=str(runs), FAKE_SLEEP="120", FAKE_PIDFILE=str(pidfile))
+    p = subprocess.Popen(["bash", os.path.join(SCRIPTS, "reacher_pomdp.sh"), "--seeds", "1"], env=e, cwd=ROOT,
+                         start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child = None
+    try:
+        deadline = time.time() + 30
+        while not (pidfile.exists() and pidfile.read_text().strip()):
+            assert p.poll() is None and time.time() < deadline, p.communicate()
+            time.sleep(0.05)
+        child = int(pidfile.read_text())
+        assert alive(child)
+        start = time.time()
+        (os.killpg if target == "group" else os.kill)(p.pid, sig)
+        _, err = p.communicate(timeout=15)
+        assert p.returncode == 128 + sig and "stopping its runs" in err
+        assert not alive(child)
+        assert time.time() - start < 8  # SIGTERM ended it, not the SIGKILL after the 10 s grace
+        (work,) = (runs / ".work").iterdir()
+        assert (work / "runs" / RUN / "checkpoint.pt").exists()
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        if child and alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
+def test_sweep_local_execution_and_failures(tmp_path, fake):
+    runs = tmp_path / "runs"
+    env = dict(fake, ARCHS="ppo_gru_tbptt ppo_mlp", FAKE_CRASH_SEED="2")
     p = sweep("reacher_pomdp", "--seeds", "1 2", "-j", "2", runs=runs, env=env, check=False)
     assert p.returncode != 0 and "FAIL" in p.stderr  # the seed-2 runs crash
-    done = sorted(os.listdir(runs / ".done"))
-    assert done == ["Reacher-POMDP-v5__ppo_gru_tbptt__1", "Reacher-POMDP-v5__ppo_mlp__1"]
-    run_dir = runs / "Reacher-POMDP-v5__ppo_mlp__1__123"  # moved out of the scratch directory on success
+    assert keys(runs) == ["Reacher-POMDP-v5__ppo_gru_tbptt__1", "Reacher-POMDP-v5__ppo_mlp__1"]
+    (run_dir,) = runs.glob(f"Reacher-POMDP-v5__ppo_mlp__1__*/{RUN}")  # moved out of the scratch directory
     assert (run_dir / "args.txt").read_text().startswith("OMP_NUM_THREADS=1 ppo_mlp --env-id Reacher-POMDP-v5")
-    assert not (runs / ".work" / "Reacher-POMDP-v5__ppo_mlp__1").exists()
-    assert "simulated crash" in (runs / ".logs" / "Reacher-POMDP-v5__ppo_mlp__2.log").read_text()
+    assert not list((runs / ".work").glob("Reacher-POMDP-v5__ppo_mlp__1__*"))
+    (log,) = (runs / ".logs").glob("Reacher-POMDP-v5__ppo_mlp__2__*.log")
+    assert "simulated crash" in log.read_text()
     assert not list(runs.glob("*__2__*"))  # failed runs never reach the runs directory
-    # resume: only the failed runs are left
-    left = sweep("reacher_pomdp", "--seeds", "1 2", "-n", runs=runs, env=env).stdout.splitlines()
-    assert len(left) == 2 and all("--seed 2 " in x for x in left)
+    # only the failed runs are left, from scratch: they crashed before a checkpoint
+    p = sweep("reacher_pomdp", "--seeds", "1 2", "-n", runs=runs, env=env)
+    assert len(p.stdout.splitlines()) == 2 and all("--seed 2 " in x for x in p.stdout.splitlines())
+    assert "2 run(s) to do (0 resume from a checkpoint" in p.stderr
 
 
-def test_sweep_slurm_array(tmp_path):
+def test_sweep_slurm_array(tmp_path, fake):
     runs = tmp_path / "runs"
     out = tmp_path / "job.sbatch"
     p = sweep("popgym", "--slurm", str(out), runs=runs)
@@ -373,14 +494,12 @@ def test_sweep_slurm_array(tmp_path):
     cmds = (tmp_path / "job.sbatch.commands").read_text().splitlines()
     assert len(cmds) == 75 and all("OMP_NUM_THREADS=1" in c and "--run-one" in c for c in cmds)
     assert "sbatch" in p.stderr
-    # one array task, run locally with a fake interpreter, completes its run and leaves the marker
-    fake = tmp_path / "fakepy"
-    fake.write_text(FAKE_PYTHON)
-    fake.chmod(0o755)
-    sweep("reacher_pomdp", "--seeds", "1", "--slurm", str(out), runs=runs, env=dict(PYTHON=str(fake)))
+    # one array task, run locally with the fake interpreter, completes its run and leaves the marker
+    sweep("reacher_pomdp", "--seeds", "1", "--slurm", str(out), runs=runs,
+          env={k: v for k, v in fake.items() if k != "ARCHS"})
     e = dict(os.environ, SLURM_ARRAY_TASK_ID="3")
     subprocess.run(["bash", str(out)], env=e, check=True, capture_output=True, timeout=60)
-    assert os.listdir(runs / ".done") == ["Reacher-POMDP-v5__ppo_lru_rtrl__1"]
+    assert keys(runs) == ["Reacher-POMDP-v5__ppo_lru_rtrl__1"]
 
 
 def test_sweep_flags_exist_in_scripts(tmp_path):
