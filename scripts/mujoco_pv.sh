@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PPO on partially observable MuJoCo (SPEC 7): HalfCheetah and Hopper, -P (positions only) and -V (velocities
+# PPO on partially observable MuJoCo: HalfCheetah and Hopper, -P (positions only) and -V (velocities
 # only), 1M env steps, 3 seeds; the five recurrent architectures of the RTU paper plus the memoryless MLP.
 #   BASES="HalfCheetah Hopper"  robots; EXTRA_BASES="Ant Walker2d" adds the optional ones
 #   ENVS="..."                  explicit env ids (overrides BASES / EXTRA_BASES)

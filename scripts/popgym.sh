@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PPO on the RTU paper's POPGym set (SPEC 7): CountRecall, RepeatFirst, Concentration, Autoencode and HigherLower
+# PPO on the RTU paper's POPGym set: CountRecall, RepeatFirst, Concentration, Autoencode and HigherLower
 # (Easy), 1M env steps, 3 seeds, the five recurrent architectures. Report MMER (scripts/plot.py --popgym).
 #   ENVS="popgym-...-v0 ..."   env ids;  ARCHS="..."  settings (add ppo_mlp for the memoryless lower bound)
 # Example: scripts/popgym.sh -j 2

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# R2AC + eLSTM (SPEC 5): exact RTRL vs truncated BPTT, segments of 5 and 50 steps, on three POPGym tasks and
+# R2AC + eLSTM: exact RTRL vs truncated BPTT, segments of 5 and 50 steps, on three POPGym tasks and
 # HalfCheetah-P, 1M env steps, 3 seeds; plus the copy task (L = 50) trained online by RTRL (and by BPTT).
 #   ENVS="..."  METHODS="rtrl tbptt"  SEGMENT_LENS="5 50"  (settings are named r2ac_<method>_M<segment length>)
 #   COPY_METHODS="rtrl bptt" (empty: no copy task)  COPY_LEN=50  COPY_ARGS="--max-seconds 36000" (extra copy flags)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# PPO on Reacher-POMDP-v5 (SPEC 7: the target is shown at the first step only), 1M env steps, 3 seeds, the five
+# PPO on Reacher-POMDP-v5 (the target is shown at the first step only), 1M env steps, 3 seeds, the five
 # recurrent architectures.   ARCHS="..."  settings (add ppo_mlp for the memoryless lower bound)
 # Example: scripts/reacher_pomdp.sh -j 2
 #   plot: python scripts/plot.py --runs runs --out results/reacher_pomdp --envs ^Reacher-POMDP --exps ^ppo_

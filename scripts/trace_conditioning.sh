@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Online TD(lambda) prediction on trace conditioning (SPEC 6): ISI 10 and 20; RTU (non-linear, linear) and the
+# Online TD(lambda) prediction on trace conditioning: ISI 10 and 20; RTU (non-linear, linear) and the
 # online LRU by RTRL, GRU and LRU by T-BPTT at several truncation lengths T; 5 seeds; STEPS online steps per run.
 #   ISIS="10 20"  ARCHS="rtu_nonlinear rtu_linear lru_rtrl gru_tbptt lru_tbptt"  TBPTT_LENS="1 2 4 8 16 32"
 #   BUDGETS="..."  recurrent-parameter budgets (--param-budget) for the MSRE-vs-parameters study (default: the
 #                  script's single default budget)
-#   SUMMARIES=DIR  per-run JSON summaries (default RUNS_DIR/summaries/trace_conditioning)
+#   SUMMARIES=DIR  per-run JSON summaries, named by run ID (default RUNS_DIR/summaries/trace_conditioning)
 # Example: scripts/trace_conditioning.sh -j 2
 #          python scripts/plot.py --trace runs/summaries/trace_conditioning --out results/trace_conditioning
 source "$(dirname "${BASH_SOURCE[0]}")/sweep_lib.sh"
