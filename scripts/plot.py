@@ -8,8 +8,12 @@ RL runs (PPO scripts, r2ac_elstm.py, anything that writes CleanRL-style run dire
 
 Every directory under --runs that holds TensorBoard event files and is named `{env_id}__{exp_name}__{seed}__{time}`
 is one run (directories whose name starts with '.' are skipped: the sweeps' scratch space). Runs are grouped into
-tasks (env_id) and architectures (exp_name; the sweeps pass one --exp-name per setting); if (env_id, exp_name, seed)
-repeats, the newest run is used. Outputs in --out:
+tasks (env_id) and architectures (exp_name; the sweeps pass one --exp-name per setting). Only complete runs are used:
+run directories with the done.json that the training scripts write when a run reaches its total steps, and exported
+runs (--export-runs writes complete runs only). Incomplete ones are listed and left out (--include-incomplete uses
+them). Two runs of one (env_id, exp_name, seed) are an error, not a silent choice; if their done.json args differ
+(e.g. a short test run and the full run), --where NAME=VALUE keeps the runs whose args have NAME == VALUE (e.g.
+--where total_timesteps=1000000). Outputs in --out:
 
 - curves.png and curves/<env>.png: the --tag scalar (default charts/episodic_return) resampled onto a common grid of
   env steps (mean of the episodes that ended in each grid interval, carried forward over empty intervals), mean over
@@ -29,7 +33,7 @@ repeats, the newest run is used. Outputs in --out:
 directories and reproduces the same scores.csv, tables and plots: results/ commits these files, not the event files.
 scripts/results_md.py then fills the numbers quoted in the results READMEs from scores.csv.
 
-MMER (--popgym, POPGym's metric; SPEC 7): per run, the maximum over training of the mean episodic return of a batch
+MMER (--popgym, POPGym's metric): per run, the maximum over training of the mean episodic return of a batch
 of episodes; a batch = the episodes that ended within one iteration of the algorithm (iterations are delimited by the
 steps at which --batch-tag, default charts/SPS, is logged once per iteration), consecutive batches being merged until
 they hold at least --mmer-min-episodes episodes; reported as mean +- std over seeds.
@@ -248,32 +252,87 @@ def export_run(path, scalars):
             w.writerows((tag, int(s), str(np.float32(v))) for s, v in zip(steps, values))
 
 
-def load_runs(roots, tag, batch_tag, env_re=None, exp_re=None, entropy_tag=None):
-    """[{env, exp, seed, dir, steps, values, boundaries, entropy, scalars}] (entropy: (first, last) logged value of
-    entropy_tag or None; scalars: what --export-runs writes), the newest run kept when (env, exp, seed) repeats."""
-    best, skipped = {}, []
+def read_done(path):
+    """A run directory's completion marker done.json (written by the training scripts when the run reached its total
+    steps) as a dict, or None if there is none."""
+    f = os.path.join(path, "done.json")
+    if not os.path.isfile(f):
+        return None
+    try:
+        with open(f) as fh:
+            done = json.load(fh)
+    except (OSError, ValueError) as e:
+        sys.exit(f"error: {f} is not a readable completion marker ({e})")
+    if not isinstance(done, dict):
+        sys.exit(f"error: {f} is not a completion marker (not a JSON object)")
+    return done
+
+
+def _arg_matches(config, name, value):
+    """--where NAME=VALUE: VALUE is read as JSON if it parses (1000000, true, 0.5), else as a string."""
+    if name not in config:
+        return False
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    return config[name] == parsed or str(config[name]) == value
+
+
+def _duplicate_error(env, exp, seed, runs):
+    """The one-line error for several runs of one (env, exp, seed): runs = [(path, args or None)]."""
+    what = f"{len(runs)} runs of {env} {exp} seed {seed}"
+    paths = ", ".join(d for d, _ in runs)
+    configs = [c for _, c in runs]
+    if any(c is None for c in configs):
+        return (f"error: {what}, not all with a recorded configuration (exported or incomplete runs): {paths}; "
+                "keep one of them")
+    differ = [k for k in sorted(set().union(*configs))
+              if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
+    if not differ:
+        return f"error: {what} with the same configuration (duplicates): {paths}; keep one of them"
+    shown = "; ".join(f"{k}: {', '.join(json.dumps(c.get(k)) for c in configs)}" for k in differ[:3])
+    return (f"error: {what} with different configurations ({shown}{'; ...' if len(differ) > 3 else ''}): {paths}; "
+            "select one with --where NAME=VALUE or give them separate --runs folders")
+
+
+def load_runs(roots, tag, batch_tag, env_re=None, exp_re=None, entropy_tag=None, include_incomplete=False,
+              where=()):
+    """[{env, exp, seed, dir, steps, values, boundaries, entropy, scalars, complete}] (entropy: (first, last) logged
+    value of entropy_tag or None; scalars: what --export-runs writes), the runs skipped (with why) and the incomplete
+    runs found. Only complete runs (done.json, or exported) unless include_incomplete; where: [(NAME, VALUE)] that
+    the runs' done.json args must match. Several runs of one (env, exp, seed) exit with an error."""
+    found, skipped, incomplete = defaultdict(list), [], []
     for root in roots:
         if not os.path.isdir(root):
             sys.exit(f"error: --runs {root} is not a directory")
         for d in find_runs(root):
-            name = run_name(d)
-            parsed = parse_run_name(name)
+            parsed = parse_run_name(run_name(d))
             if parsed is None:
                 skipped.append(f"{d} (name is not env__exp__seed__time)")
                 continue
             env, exp, seed = parsed
             if (env_re and not re.search(env_re, env)) or (exp_re and not re.search(exp_re, exp)):
                 continue
-            stamp = float(name.split("__")[-1])
-            key = (env, exp, seed)
-            if key in best and best[key][0] >= stamp:
-                skipped.append(f"{d} (older duplicate of {key})")
+            config, complete = None, True  # exported runs: complete, their args not recorded
+            if not d.endswith(EXPORT_SUFFIX):
+                done = read_done(d)
+                complete = done is not None
+                config = done.get("args") if complete else None
+            if where and not (isinstance(config, dict) and all(_arg_matches(config, k, v) for k, v in where)):
+                why = "no recorded args to match" if config is None else "args do not match"
+                skipped.append(f"{d} ({why} --where)")
                 continue
-            if key in best:
-                skipped.append(f"{best[key][1]} (older duplicate of {key})")
-            best[key] = (stamp, d)
+            if not complete:
+                incomplete.append(d)
+                if not include_incomplete:
+                    continue
+            found[parsed].append((d, config, complete))
     runs = []
-    for (env, exp, seed), (_, d) in sorted(best.items()):
+    for (env, exp, seed), cands in sorted(found.items()):
+        if len(cands) > 1:
+            sys.exit(_duplicate_error(env, exp, seed, [(d, c) for d, c, _ in cands]))
+        d, _, complete = cands[0]
         sc = load_scalars(d, [tag, batch_tag] + ([entropy_tag] if entropy_tag else []))
         if tag not in sc or len(sc[tag][0]) == 0:
             skipped.append(f"{d} (no '{tag}' scalars)")
@@ -286,8 +345,9 @@ def load_runs(roots, tag, batch_tag, env_re=None, exp_re=None, entropy_tag=None)
             sc[entropy_tag] = (e_steps[[0, -1]], e_values[[0, -1]])
             entropy = (float(e_values[0]), float(e_values[-1]))
         runs.append(dict(env=env, exp=exp, seed=seed, dir=d, steps=steps, values=values,
-                         boundaries=sc[batch_tag][0] if batch_tag in sc else None, entropy=entropy, scalars=sc))
-    return runs, skipped
+                         boundaries=sc[batch_tag][0] if batch_tag in sc else None, entropy=entropy, scalars=sc,
+                         complete=complete))
+    return runs, skipped, incomplete
 
 
 def resample(steps, values, grid):
@@ -395,11 +455,17 @@ def plot_aggregate(agg, colors, path, title):
 
 
 def rl_report(args):
-    runs, skipped = load_runs(args.runs, args.tag, args.batch_tag, args.envs, args.exps, args.entropy_tag)
+    runs, skipped, incomplete = load_runs(args.runs, args.tag, args.batch_tag, args.envs, args.exps,
+                                          args.entropy_tag, args.include_incomplete, args.where or ())
     for s in skipped:
         print(f"skipped {s}", file=sys.stderr)
+    for d in incomplete:
+        print(f"{'included' if args.include_incomplete else 'left out'}: {d} (incomplete: no done.json)",
+              file=sys.stderr)
     if not runs:
-        sys.exit(f"error: no runs with '{args.tag}' scalars under {', '.join(args.runs)}")
+        hint = (f"; {len(incomplete)} incomplete run(s) listed above, --include-incomplete uses them"
+                if incomplete and not args.include_incomplete else "")
+        sys.exit(f"error: no complete runs with '{args.tag}' scalars under {', '.join(args.runs)}{hint}")
     os.makedirs(args.out, exist_ok=True)
     tasks = sorted({r["env"] for r in runs})
     archs = sorted({r["exp"] for r in runs})
@@ -443,6 +509,10 @@ def rl_report(args):
     md = [f"# Results: {args.tag}", "",
           f"Runs: {len(runs)} ({len(tasks)} tasks x {len(archs)} architectures) from {', '.join(args.runs)}. "
           f"Per-run final score = mean of the last {args.last_frac:.0%} of the episodes.", ""]
+    partial = [r for r in runs if not r["complete"]]
+    if partial:
+        md += [f"Incomplete runs included (--include-incomplete; no done.json): {len(partial)}, "
+               + ", ".join(f"{r['env']} {r['exp']} seed {r['seed']}" for r in partial) + ".", ""]
     summary = {"tag": args.tag, "normalization": args.normalize, "last_frac": args.last_frac, "reps": args.reps,
                "per_task": {}, "aggregate": {}, "aggregate_tasks": pooled}
     for sname in score_names:
@@ -600,7 +670,7 @@ def trace_report(args):
     archs = sorted({r["arch"] for r in rows})
     colors = colors_for(archs)
     md = ["# Trace conditioning: MSRE", "",
-          "MSRE = mean over the run of (v_t - G_t)^2 (SPEC 6); mean ± std over seeds [95% bootstrap CI over seeds] "
+          "MSRE = mean over the run of (v_t - G_t)^2; mean ± std over seeds [95% bootstrap CI over seeds] "
           "(n = number of seeds). "
           "T = truncation length of the T-BPTT learners (RTRL learners: -). FLOPs/step counted analytically.", ""]
     for isi in sorted({r["isi"] for r in rows}, key=str):
@@ -700,6 +770,13 @@ def _trace_plots(rows, isi, archs, colors, out):
 
 
 # ---------------------------------------------------------------------------------------------------------------
+def _name_value(text):
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -728,7 +805,15 @@ def parse_args(argv=None):
     p.add_argument("--export-runs", help="also write each run's --tag and --batch-tag scalars and the first and last "
                    "--entropy-tag value to DIR/<run name>.csv.gz; --runs DIR then gives the same scores, tables and "
                    "plots without the event files")
+    p.add_argument("--include-incomplete", action="store_true", help="also use run directories without done.json "
+                   "(crashed, stopped or still running runs; they are listed either way)")
+    p.add_argument("--where", action="append", type=_name_value, metavar="NAME=VALUE",
+                   help="only runs whose done.json args have NAME == VALUE (VALUE read as JSON if it parses, e.g. "
+                   "total_timesteps=1000000); repeatable")
     args = p.parse_args(argv)
+    if args.export_runs and args.include_incomplete:
+        p.error("--export-runs writes complete runs only (an exported run counts as complete): "
+                "drop --include-incomplete")
     if not args.runs and not args.trace:
         p.error("give --runs and/or --trace")
     if args.entropy_tag in (args.tag, args.batch_tag):

@@ -1,4 +1,4 @@
-"""scripts/plot.py (curves, IQM + stratified bootstrap, MMER, trace-conditioning tables) and the
+"""scripts/plot.py (curves, IQM + stratified bootstrap, MMER, trace-conditioning tables, complete runs only) and the
 sweep scripts (dry runs, runs keyed by their full command, resuming and continuing runs, stopping, local execution,
 SLURM array files). Fast: no training is run; sweeps execute a fake python."""
 import csv
@@ -9,6 +9,8 @@ import os
 import signal
 import subprocess
 import time
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -88,7 +90,8 @@ def episode_returns(F):
     return r
 
 
-def write_run(root, name, returns, boundaries=(500, 1000, 1500, 2000), entropies=None):
+def write_run(root, name, returns, boundaries=(500, 1000, 1500, 2000), entropies=None, done=True):
+    """A run directory like the training scripts write; done: its done.json (True: args of a 2000-step run)."""
     from torch.utils.tensorboard import SummaryWriter
 
     w = SummaryWriter(os.path.join(root, name))
@@ -99,6 +102,11 @@ def write_run(root, name, returns, boundaries=(500, 1000, 1500, 2000), entropies
     for b, e in zip(boundaries, entropies or ()):
         w.add_scalar("losses/entropy", e, b)
     w.close()
+    if done:
+        env, exp, seed, _ = name.split("__")
+        args = dict(env_id=env, exp_name=exp, seed=int(seed), total_timesteps=2000)
+        args.update(done if isinstance(done, dict) else {})
+        (Path(root) / name / "done.json").write_text(json.dumps(dict(script="fake.py", args=args, global_step=2000)))
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +116,10 @@ def rl_report(plot, tmp_path_factory):
     for (env, arch), finals in FINALS.items():
         for seed, F in zip((1, 2, 3), finals):
             write_run(runs, f"{env}__{arch}__{seed}__{1700000000 + seed}", episode_returns(F))
-    # must be ignored: an older duplicate of (EnvA, archX, 1) and a sweep's scratch run under a hidden directory
-    write_run(runs, "EnvA-v0__archX__1__1600000000", episode_returns(1000))
-    write_run(runs / ".work" / "EnvA-v0__archX__1", "EnvA-v0__archX__1__1800000000", episode_returns(1000))
+    # must be ignored: a newer run of (EnvA, archX, 1) that did not finish (no done.json) and a sweep's scratch run
+    # under a hidden directory
+    write_run(runs, "EnvA-v0__archX__1__1800000000", episode_returns(1000), done=False)
+    write_run(runs / ".work" / "EnvA-v0__archX__1", "EnvA-v0__archX__1__1800000001", episode_returns(1000))
     out = tmp / "out"
     plot.main(["--runs", str(runs), "--out", str(out), "--popgym", "--reps", "1000"])
     return out
@@ -177,7 +186,7 @@ def test_plot_outputs_exist(rl_report):
 def test_plot_per_run_scores(rl_report):
     with open(rl_report / "scores.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 12  # the duplicate and the hidden scratch run are not counted
+    assert len(rows) == 12  # the incomplete run and the hidden scratch run are not counted
     for r in rows:
         F = FINALS[(r["env"], r["exp"])][int(r["seed"]) - 1]
         assert float(r["final"]) == pytest.approx(F)
@@ -226,6 +235,80 @@ def test_plot_aggregate_pools_only_common_tasks(plot, tmp_path):
 
     with pytest.raises(SystemExit, match="matches none"):
         plot.main(["--runs", str(runs), "--out", str(tmp_path / "none"), "--aggregate-exps", "nothing"])
+
+
+def scores_of(out):
+    with open(out / "scores.csv") as f:
+        return [(r["env"], r["exp"], int(r["seed"]), float(r["final"])) for r in csv.DictReader(f)]
+
+
+def test_plot_uses_complete_runs_only(plot, tmp_path, capsys):
+    """Run directories without done.json (crashed, stopped or still running) are listed and left out, unless
+    --include-incomplete; exported runs count as complete."""
+    runs = tmp_path / "runs"
+    write_run(runs, "EnvA-v0__archX__1__1700000001", episode_returns(0))
+    write_run(runs, "EnvA-v0__archX__2__1700000002", episode_returns(10))
+    write_run(runs, "EnvA-v0__archX__3__1700000003", episode_returns(500), done=False)
+    plot.export_run(runs / "EnvA-v0__archX__4__1700000004.csv.gz",
+                    {"charts/episodic_return": (np.arange(1, 21) * 100, episode_returns(20))})
+    plot.main(["--runs", str(runs), "--out", str(tmp_path / "a"), "--reps", "100"])
+    err = capsys.readouterr().err
+    assert f"left out: {runs / 'EnvA-v0__archX__3__1700000003'} (incomplete: no done.json)" in err
+    assert [(seed, final) for _, _, seed, final in scores_of(tmp_path / "a")] == [(1, 0.0), (2, 10.0), (4, 20.0)]
+    assert "Incomplete runs included" not in (tmp_path / "a" / "summary.md").read_text()
+
+    plot.main(["--runs", str(runs), "--out", str(tmp_path / "b"), "--reps", "100", "--include-incomplete"])
+    assert [seed for _, _, seed, _ in scores_of(tmp_path / "b")] == [1, 2, 3, 4]
+    assert "Incomplete runs included (--include-incomplete; no done.json): 1, EnvA-v0 archX seed 3." in \
+        (tmp_path / "b" / "summary.md").read_text()
+
+    only = tmp_path / "only"
+    write_run(only, "EnvA-v0__archX__1__1700000001", episode_returns(0), done=False)
+    with pytest.raises(SystemExit, match="no complete runs .*1 incomplete run.*--include-incomplete"):
+        plot.main(["--runs", str(only), "--out", str(tmp_path / "c")])
+    # an exported run is complete by construction, so incomplete runs are never exported
+    with pytest.raises(SystemExit):
+        plot.main(["--runs", str(runs), "--out", str(tmp_path / "d"), "--include-incomplete",
+                   "--export-runs", str(tmp_path / "exp")])
+    assert "--export-runs writes complete runs only" in capsys.readouterr().err
+
+
+def test_plot_duplicate_runs_are_an_error(plot, tmp_path):
+    """Two runs of one (env, exp, seed) stop the report with a one-line error; when their args differ, --where picks."""
+    runs = tmp_path / "runs"
+    write_run(runs / "a", "EnvA-v0__archX__1__1700000001", episode_returns(0))
+    write_run(runs / "b", "EnvA-v0__archX__1__1700000002", episode_returns(5))
+    write_run(runs / "a", "EnvA-v0__archX__2__1700000003", episode_returns(7))
+
+    def error(*extra):
+        with pytest.raises(SystemExit) as e:
+            plot.main(["--runs", str(runs), "--out", str(tmp_path / "out"), "--reps", "100", *extra])
+        assert "\n" not in str(e.value.code)
+        return str(e.value.code)
+
+    msg = error()
+    assert msg.startswith("error: 2 runs of EnvA-v0 archX seed 1 with the same configuration (duplicates): ")
+    assert str(runs / "a" / "EnvA-v0__archX__1__1700000001") in msg and "keep one of them" in msg
+    # the same configuration run longer (as a sweep with a larger --steps leaves it): the args differ
+    write_run(runs / "b", "EnvA-v0__archX__1__1700000002", episode_returns(5), done=dict(total_timesteps=4000))
+    msg = error()
+    assert msg.startswith("error: 2 runs of EnvA-v0 archX seed 1 with different configurations "
+                          "(total_timesteps: 2000, 4000): ") and "--where" in msg
+    plot.main(["--runs", str(runs), "--out", str(tmp_path / "long"), "--reps", "100",
+               "--where", "total_timesteps=4000"])
+    assert scores_of(tmp_path / "long") == [("EnvA-v0", "archX", 1, 5.0)]
+    plot.main(["--runs", str(runs), "--out", str(tmp_path / "short"), "--reps", "100",
+               "--where", "total_timesteps=2000", "--where", "exp_name=archX"])
+    assert [(seed, final) for _, _, seed, final in scores_of(tmp_path / "short")] == [(1, 0.0), (2, 7.0)]
+    # an exported run records no args: beside a run of the same (env, exp, seed) it is a duplicate as well
+    plot.export_run(runs / "EnvA-v0__archX__2__1700000003.csv.gz",
+                    {"charts/episodic_return": (np.arange(1, 21) * 100, episode_returns(7))})
+    plot.main(["--runs", str(runs), "--out", str(tmp_path / "where"), "--reps", "100",
+               "--where", "total_timesteps=2000"])  # the export has no args to match: left out
+    assert [(seed, final) for _, _, seed, final in scores_of(tmp_path / "where")] == [(1, 0.0), (2, 7.0)]
+    (runs / "b" / "EnvA-v0__archX__1__1700000002" / "done.json").unlink()  # incomplete now: left out
+    msg = error()
+    assert msg.startswith("error: 2 runs of EnvA-v0 archX seed 2, not all with a recorded configuration")
 
 
 # ------------------------------------------------------------------------------------------------ trace conditioning
@@ -338,7 +421,8 @@ echo checkpoint >"$dir/checkpoint.pt"
 rm -f "$dir/done.json"
 [[ -z ${FAKE_STOP:-} ]] || exit 4  # fails after a checkpoint
 [[ -z ${FAKE_SLEEP:-} ]] || { echo $$ >"$FAKE_PIDFILE"; exec sleep "$FAKE_SLEEP"; }
-echo "{\"script\": \"$script.py\", \"args\": {\"total_timesteps\": ${a[total-timesteps]}, \"anneal_lr\": ${FAKE_ANNEAL:-false}}}" >"$dir/done.json"
+total=${a[total-timesteps]} anneal=${FAKE_ANNEAL:-false}
+echo "{\"script\": \"$script.py\", \"args\": {\"total_timesteps\": $total, \"anneal_lr\": $anneal}}" >"$dir/done.json"
 """
 RUN = "Reacher-POMDP-v5__ppo_mlp__1__123"  # the fake's run directory of ppo_mlp, seed 1
 
