@@ -68,6 +68,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 EXPORT_SUFFIX = ".csv.gz"  # an exported run (--export-runs), read like a run directory
+BOOKKEEPING_ARGS = {"resume"}  # done.json args that say how a run was executed, not what it computes
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -287,7 +288,7 @@ def _duplicate_error(env, exp, seed, runs):
     if any(c is None for c in configs):
         return (f"error: {what}, not all with a recorded configuration (exported or incomplete runs): {paths}; "
                 "keep one of them")
-    differ = [k for k in sorted(set().union(*configs))
+    differ = [k for k in sorted(set().union(*configs) - BOOKKEEPING_ARGS)
               if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
     if not differ:
         return f"error: {what} with the same configuration (duplicates): {paths}; keep one of them"

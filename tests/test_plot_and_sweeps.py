@@ -289,6 +289,9 @@ def test_plot_duplicate_runs_are_an_error(plot, tmp_path):
     msg = error()
     assert msg.startswith("error: 2 runs of EnvA-v0 archX seed 1 with the same configuration (duplicates): ")
     assert str(runs / "a" / "EnvA-v0__archX__1__1700000001") in msg and "keep one of them" in msg
+    # a run resumed after an interruption computes the same thing
+    write_run(runs / "b", "EnvA-v0__archX__1__1700000002", episode_returns(5), done=dict(resume="runs/b"))
+    assert "with the same configuration (duplicates)" in error()
     # the same configuration run longer (as a sweep with a larger --steps leaves it): the args differ
     write_run(runs / "b", "EnvA-v0__archX__1__1700000002", episode_returns(5), done=dict(total_timesteps=4000))
     msg = error()
