@@ -29,7 +29,8 @@
 #   --max-updates) continues the longest such finished run: its run directory is copied into RUNS_DIR/.work/ID and
 #   resumed there with the larger total, the shorter run stays as it was. Not if the shorter run anneals its learning
 #   rate ("anneal_lr": true in its done.json) or left no checkpoint.pt and done.json: then the run starts from scratch.
-# - Ctrl-C, SIGTERM or SIGHUP stops the sweep and every run it started; they resume next time.
+# - Ctrl-C, SIGTERM or SIGHUP stops the sweep and every run it started; they resume next time. (A sweep started with
+#   `&` by a non-interactive shell ignores SIGINT, as every such background job does: send it SIGTERM.)
 # Every command runs with OMP_NUM_THREADS=1 (and MKL_NUM_THREADS=1). The workers are `xargs -P`. Delete
 # RUNS_DIR/.done/ID to run ID again. Do not run the same sweep twice at the same time on one RUNS_DIR.
 set -euo pipefail
