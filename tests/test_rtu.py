@@ -146,6 +146,19 @@ def test_init_params():
     assert all(torch.isfinite(c).all() for c in coeffs)  # r_min = 0, r_max = 1 extremes stay finite
 
 
+@pytest.mark.parametrize("compiled", [False, True])
+def test_coefficients_accurate_as_r_tends_to_1(compiled):
+    """gamma = sqrt(1 - r^2) and dgamma stay accurate in float32 down to nu = exp(nu_log) = 1e-9 (r = 1 to float32
+    precision), eager and torch.compile'd (whose vectorised CPU code turns expm1(x) into exp(x) - 1)."""
+    nu = torch.tensor([1e-1, 1e-3, 1e-5, 1e-7, 3e-8, 1e-9] + [0.5] * 10)  # 16: one full vector of the compiled loop
+    params = RTUParams(nu.log(), torch.zeros(16), torch.zeros(16, 2), torch.zeros(16, 2))
+    coefficients = torch.compile(rtu.rtu_coefficients, dynamic=False) if compiled else rtu.rtu_coefficients
+    got = coefficients(params)
+    ref = rtu.rtu_coefficients(RTUParams(*(p.double() for p in params)))
+    for name, i in (("gamma", 3), ("dgamma", 6)):
+        assert rel_err(got[i] / ref[i], torch.ones_like(ref[i])) < 1e-6, name
+
+
 # ---------------- Triton kernel == reference ----------------
 def random_step_inputs(B, n, D, dtype, seed):
     gen = torch.Generator().manual_seed(seed)

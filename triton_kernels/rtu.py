@@ -28,9 +28,10 @@ rtu_grads_from_carry(params, x, state, traces, reset, new_state, delta, activati
     new ones (SPEC 3 cost hint): the PPO update reads each stored trace once. With `index`, state and traces are
     whole rollout buffers and rows `index` are the carry.
 
-Numerics (deviation from the official code): gamma = sqrt(max(1 - r^2, 1e-30)) with 1 - r^2 computed as
--expm1(-2 nu), no "+1e-8". In float32 r = exp(-nu) rounds to 1 for nu < 6e-8, where the naive 1 - r^2 would give
-gamma = 0 and an infinite dgamma; expm1 keeps gamma exact, so dgamma = nu r^2 / gamma is its true derivative.
+Numerics (deviation from the official code): gamma = sqrt(max(1 - r^2, 1e-30)) with 1 - r^2 = -expm1(-2 nu)
+computed as tanh(nu) (1 + r^2), no "+1e-8". In float32 r = exp(-nu) rounds to 1 for nu < 6e-8, where the naive
+1 - r^2 would give gamma = 0 and an infinite dgamma; this form keeps gamma exact, so dgamma = nu r^2 / gamma is its
+true derivative. (Not torch.expm1: torch.compile's vectorised CPU code computes expm1(x) as exp(x) - 1.)
 The clamp only acts if nu underflows to 0.
 """
 from typing import NamedTuple
@@ -81,7 +82,7 @@ def rtu_coefficients(params: RTUParams):
     nu, theta = params.nu_log.exp(), params.theta_log.exp()
     r = torch.exp(-nu)  # r = exp(-exp(nu_log))
     g, phi = r * torch.cos(theta), r * torch.sin(theta)  # g = r cos(theta), phi = r sin(theta)
-    gamma = torch.sqrt(torch.clamp(-torch.expm1(-2 * nu), min=_MIN_1MR2))  # gamma = sqrt(1 - r^2)
+    gamma = torch.sqrt(torch.clamp(torch.tanh(nu) * (1 + r * r), min=_MIN_1MR2))  # gamma = sqrt(1 - r^2)
     dg, dphi, dgamma = -nu * g, -nu * phi, nu * r**2 / gamma  # d/dnu_log
     dg_th, dphi_th = -phi * theta, g * theta  # d/dtheta_log (the official code drops the factor theta)
     return r, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th
