@@ -1,4 +1,5 @@
-"""RTU: exact RTRL == BPTT (float64), Triton kernel == PyTorch reference (float32, interpreter), dispatch."""
+"""RTU: exact RTRL == BPTT (float64), compact linear traces == full traces == BPTT, Triton kernel == PyTorch reference
+(float32, interpreter), dispatch, the PPO update's gradient from stored carries."""
 import math
 
 import pytest
@@ -111,6 +112,83 @@ def test_rtrl_segments_equal_bptt_over_concatenation(activation):
     assert_grads_close(total, bptt_grads(params, xs, resets, readout, activation))
 
 
+def bptt_final_state_jacobians(params, xs, resets, activation):
+    """d(final state)/dW1 and d(final state)/dW2 by autograd through the unrolled sequence, each (B, 2, n, n, D)."""
+    def final_state(W1, W2):
+        p = (params.nu_log, params.theta_log, W1, W2)
+        state = torch.zeros(xs.shape[1], 2, params.nu_log.shape[0], dtype=F64)
+        for t in range(len(xs)):
+            state = bptt_step(p, xs[t], state, resets[t], activation)
+        return state
+    return torch.autograd.functional.jacobian(final_state, (params.W1, params.W2))
+
+
+def times_i(E):
+    """(E1, E2) -> (-E2, E1) along dim 1: multiplication by i of E = E1 + i E2."""
+    return torch.stack((-E[:, 1], E[:, 0]), dim=1)
+
+
+@pytest.mark.parametrize("T", [10, 12])  # resets at t=4 (sample 1), 5 (sample 0), 9 (samples 0, 2): t=9 last or not
+def test_linear_w2_jacobian_is_i_times_w1_jacobian(T):
+    """Linear RTU: c_t = lambda c_{t-1} + gamma (W1 x_t + i W2 x_t), so dc/dW2 = i dc/dW1 (E1_W2 = -E2_W1,
+    E2_W2 = E1_W1). Checked on the BPTT Jacobians, independently of the RTRL code; the non-linear RTU has no such
+    identity (f' differs between the two parts). The RTRL traces are the diagonal blocks of these Jacobians."""
+    B, n, D = 3, 5, 4
+    params = random_params(n, D, seed=11)
+    xs, resets, _ = make_sequence(T, B, n, D, seed=12)
+    J1, J2 = bptt_final_state_jacobians(params, xs, resets, "linear")
+    assert J1.abs().max() > 1e-2
+    assert rel_err(J2, times_i(J1)) < 1e-12
+    diag = lambda J: J.diagonal(dim1=2, dim2=3).permute(0, 1, 3, 2)  # (B, 2, n, D): d c_k / d W[k, :]
+    assert (J1 * (1 - torch.eye(n, dtype=F64)[:, :, None])).abs().max() == 0  # unit k depends on row k of W only
+    carry = rtu_zero_carry(B, n, D, dtype=F64)
+    for t in range(T):
+        carry = rtu_step(params, xs[t], *carry, resets[t], "linear", backend="torch")
+        assert rel_err(carry[1].W2, times_i(carry[1].W1)) < 1e-12  # at every step, resets included
+    assert rel_err(carry[1].W1, diag(J1)) < 1e-12 and rel_err(carry[1].W2, diag(J2)) < 1e-12
+    J1, J2 = bptt_final_state_jacobians(params, xs, resets, "tanh")
+    assert rel_err(J2, times_i(J1)) > 1e-2
+
+
+def compact(traces):
+    """The compact form of full linear-RTU traces: W2 dropped (E_W2 = i E_W1)."""
+    return traces._replace(W2=traces.W2[:, :0])
+
+
+@pytest.mark.parametrize("segments", [[(0, 12)], [(0, 5), (5, 12), (12, 16)]])
+def test_compact_linear_traces_equal_full_traces_and_bptt(segments):
+    """Storing only the W1 traces of the linear RTU: the same gradients as the full traces and as BPTT, resets
+    included (t=5 resets sample 0 at the start of a segment), also when the carry is stored between segments."""
+    B, n, D = 3, 5, 4
+    params = random_params(n, D, seed=13)
+    xs, resets, readout = make_sequence(segments[-1][1], B, n, D, seed=14)
+    carries = {"full": rtu_zero_carry(B, n, D, dtype=F64), "compact": rtu_zero_carry(B, n, D, dtype=F64, compact=True)}
+    assert carries["compact"][1].W2.shape == (B, 0, n, D)
+    totals = {}
+    for name in carries:
+        total = [0, 0, 0, 0]
+        for lo, hi in segments:
+            grads, carry = rtrl_segment(params, xs[lo:hi], resets[lo:hi], readout[lo:hi], "linear", carries[name])
+            carries[name] = (carry[0].clone(), RTUTraces(*(t.clone() for t in carry[1])))  # as if stored in a buffer
+            total = [a + b for a, b in zip(total, grads)]
+        totals[name] = total
+    assert carries["compact"][1].W2.shape == (B, 0, n, D)
+    (state, traces), (full_state, full_traces) = carries["compact"], carries["full"]
+    for got, full in zip((state, *traces[:3]), (full_state, *full_traces[:3])):
+        assert torch.equal(got, full)  # the same arithmetic for everything that is stored
+    assert_grads_close(totals["compact"], totals["full"], tol=1e-12)
+    assert_grads_close(totals["compact"], bptt_grads(params, xs, resets, readout, "linear"))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_compact_traces_rejected_for_nonlinear_rtu(activation):
+    params, x, state, traces, reset = random_step_inputs(3, 5, 4, F64, seed=0)
+    with pytest.raises(ValueError, match="linear RTU only"):
+        rtu_step(params, x, state, compact(traces), reset, activation, backend="torch")
+    with pytest.raises(ValueError, match="linear RTU only"):
+        rtu_grads_from_carry(params, x, state, compact(traces), reset, state, state, activation)
+
+
 @pytest.mark.parametrize("activation", ["linear", "relu"])
 def test_official_theta_bug_is_detected(activation, monkeypatch):
     """The official code drops the factor theta in d/dtheta_log: its gradient is the true one / theta."""
@@ -190,6 +268,22 @@ def test_triton_matches_reference(B, n, D, dtype, activation):
         assert torch.equal(before, after)  # inputs not modified in place
 
 
+@pytest.mark.parametrize("B,n,D,dtype", [(3, 37, 19, torch.float32), (3, 5, 3, torch.float64)])
+def test_triton_compact_matches_reference(B, n, D, dtype):
+    """Compact linear traces: the kernel skips the W2 traces and computes the rest exactly as with full traces."""
+    params, x, state, traces, reset = random_step_inputs(B, n, D, dtype, seed=n + D)
+    ref_state, ref_traces = rtu_step(params, x, state, compact(traces), reset, "linear", backend="torch")
+    got_state, got_traces = rtu_step(params, x, state, compact(traces), reset, "linear", backend="triton")
+    _, full_traces = rtu_step(params, x, state, traces, reset, "linear", backend="triton")
+    assert got_traces.W2.shape == ref_traces.W2.shape == (B, 0, n, D)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    names = ("state", *RTUTraces._fields[:3])
+    for name, a, b in zip(names, (got_state, *got_traces[:3]), (ref_state, *ref_traces[:3])):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert rel_err(a, b) < tol, f"{name}: rel err {rel_err(a, b):.2e}"
+    assert torch.equal(got_traces.W1, full_traces.W1)
+
+
 # ---------------- dispatch ----------------
 class CountingKernel:
     def __init__(self, kernel):
@@ -213,19 +307,27 @@ def test_dispatch(backend, expected, monkeypatch):
     assert rel_err(new_state, ref_state) < 1e-5
 
 
-@pytest.mark.parametrize("activation", ["linear", "relu", "tanh"])
-def test_grads_from_carry_equal_step_then_grads(activation):
-    """The PPO update's one-read gradient (from the OLD traces) equals rtu_step + rtu_grads (from the new ones)."""
-    g = torch.Generator().manual_seed(5)
-    B, n, D = 6, 7, 5
-    params = RTUParams(*(p + 0.3 * torch.randn(p.shape, generator=g, dtype=torch.float64)
-                         for p in rtu_init_params(n, D, generator=g, dtype=torch.float64)))
-    x = torch.randn(B, D, generator=g, dtype=torch.float64)
-    state = torch.randn(B, 2, n, generator=g, dtype=torch.float64)
-    traces = RTUTraces(*(torch.randn(t.shape, generator=g, dtype=torch.float64) for t in rtu_zero_carry(B, n, D)[1]))
-    reset = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64)
-    delta = torch.randn(B, 2, n, generator=g, dtype=torch.float64)
+def random_carry(B, n, D, activation, seed, is_compact=False):
+    """Random float64 parameters, input, carry (compact: W2 = i W1 implied), reset and output gradient."""
+    g = torch.Generator().manual_seed(seed)
+    params = RTUParams(*(p + 0.3 * torch.randn(p.shape, generator=g, dtype=F64)
+                         for p in rtu_init_params(n, D, generator=g, dtype=F64)))
+    x = torch.randn(B, D, generator=g, dtype=F64)
+    state = torch.randn(B, 2, n, generator=g, dtype=F64)
+    traces = RTUTraces(*(torch.randn(t.shape, generator=g, dtype=F64) for t in rtu_zero_carry(B, n, D)[1]))
+    reset = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0] * (B // 6) + [0.0] * (B % 6), dtype=F64)
+    delta = torch.randn(B, 2, n, generator=g, dtype=F64)
+    return params, x, state, compact(traces) if is_compact else traces, reset, delta
 
+
+CARRY_VARIANTS = [("linear", False), ("linear", True), ("relu", False), ("tanh", False)]
+
+
+@pytest.mark.parametrize("activation,is_compact", CARRY_VARIANTS)
+def test_grads_from_carry_equal_step_then_grads(activation, is_compact):
+    """The PPO update's one-read gradient (from the OLD traces) equals rtu_step + rtu_grads (from the new ones)."""
+    B, n, D = 6, 7, 5
+    params, x, state, traces, reset, delta = random_carry(B, n, D, activation, seed=5, is_compact=is_compact)
     new_state, new_traces = rtu_step(params, x, state, traces, reset, activation, backend="torch")
     torch.testing.assert_close(rtu_state_step(params, x, state, reset, activation), new_state, rtol=0, atol=0)
     expected = rtu_grads(params, x, new_state, new_traces, delta, activation)
@@ -233,3 +335,8 @@ def test_grads_from_carry_equal_step_then_grads(activation):
     for e, o in zip((expected[0], *expected[1]), (got[0], *got[1])):
         assert e.abs().max() > 1e-3
         torch.testing.assert_close(o, e, rtol=1e-12, atol=1e-12)
+    if is_compact:  # the same gradients as full traces whose W2 traces are i times the W1 traces
+        full = traces._replace(W2=times_i(traces.W1))
+        got_full = rtu_grads_from_carry(params, x, state, full, reset, new_state, delta, activation)
+        for e, o in zip((got_full[0], *got_full[1]), (got[0], *got[1])):
+            torch.testing.assert_close(o, e, rtol=1e-12, atol=1e-12)

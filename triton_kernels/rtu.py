@@ -5,17 +5,21 @@ API
 RTUParams(nu_log (n,), theta_log (n,), W1 (n, D), W2 (n, D))       recurrent parameters, no bias.
 RTUTraces(nu (B,2,n), theta (B,2,n), W1 (B,2,n,D), W2 (B,2,n,D))   d(state)/d(param) per sample;
     index 0 of dim 1 = "1" (real part), index 1 = "2" (imaginary part).
+    Compact traces (linear RTU only): W2 is an empty (B,0,n,D) placeholder. The linear RTU's state c = c1 + i c2
+    obeys c_t = lambda c_{t-1} + gamma (W1 x_t + i W2 x_t), so dc/dW2 = i dc/dW1: E1_W2 = -E2_W1, E2_W2 = E1_W1,
+    and only the W1 traces need storing (half the memory). Every function below accepts both forms.
 
 rtu_init_params(n, D, r_min=0.0, r_max=1.0, generator=None, dtype=float32) -> RTUParams
     r = sqrt(u), u ~ U(r_min^2, r_max^2); theta ~ U(0, 2 pi); W1, W2 ~ N(0, 1/D) (LeCun normal).
-rtu_zero_carry(B, n, D, dtype=float32, device="cpu") -> (state (B,2,n), RTUTraces), all zeros.
+rtu_zero_carry(B, n, D, dtype=float32, device="cpu", compact=False) -> (state (B,2,n), RTUTraces), all zeros;
+    compact=True: compact traces (linear RTU only, see RTUTraces).
 rtu_coefficients(params) -> (r, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th), each (n,);
     dg, dphi, dgamma are derivatives w.r.t. nu_log, dg_th, dphi_th w.r.t. theta_log (with the factor theta).
 rtu_step(params, x, state, traces, reset, activation="relu", backend="auto") -> (new_state, new_traces)
     x (B,D); state (B,2,n) = previous [h1, h2] (activation "relu"/"tanh": non-linear RTU) or [c1, c2]
     (activation "linear": linear RTU, the caller applies the output non-linearity itself).
     reset (B,) bool/float: where true, the previous state and traces of that sample are zeroed before the step.
-    Returns the new state and the new traces (including step t). Inputs are never modified.
+    Returns the new state and the new traces (including step t), compact if `traces` are. Inputs are never modified.
     backend: "torch" (reference), "triton" (fused kernel), "auto" (Triton on CUDA, reference on CPU).
 rtu_grads(params, x, new_state, new_traces, delta, activation="relu") -> (grad_x (B,D), RTUParams)
     delta (B,2,n) = dL/d(new_state) through this step's output only. Parameter gradients are summed over the
@@ -71,11 +75,20 @@ def rtu_init_params(n, D, r_min=0.0, r_max=1.0, generator=None, dtype=torch.floa
     return RTUParams(*(p.to(dtype) for p in (nu_log, theta_log, W1, W2)))
 
 
-def rtu_zero_carry(B, n, D, dtype=torch.float32, device="cpu"):
+def rtu_zero_carry(B, n, D, dtype=torch.float32, device="cpu", compact=False):
     z = dict(dtype=dtype, device=device)
     traces = RTUTraces(torch.zeros(B, 2, n, **z), torch.zeros(B, 2, n, **z),
-                       torch.zeros(B, 2, n, D, **z), torch.zeros(B, 2, n, D, **z))
+                       torch.zeros(B, 2, n, D, **z), torch.zeros(B, 0 if compact else 2, n, D, **z))
     return torch.zeros(B, 2, n, **z), traces
+
+
+def _compact(traces: RTUTraces, activation):
+    """True for compact traces (W2 an empty (B,0,n,D) placeholder, E_W2 = i E_W1), which only the linear RTU has."""
+    if traces.W2.shape[1] != 0:
+        return False
+    if activation != "linear":
+        raise ValueError(f"compact traces (no W2 traces) exist for the linear RTU only, got activation {activation!r}")
+    return True
 
 
 def rtu_coefficients(params: RTUParams):
@@ -128,13 +141,15 @@ def _rtu_step_torch(params: RTUParams, x, state, traces: RTUTraces, reset, activ
     e_nu = rotate(traces.nu) + fp * (_rot(prev, dg, dphi) + dgamma * wx)
     # e_th: same form with the theta derivatives and no gamma term
     e_th = rotate(traces.theta) + fp * _rot(prev, dg_th, dphi_th)
-    fp_gx = (fp * gamma)[..., None] * x[:, None, None, :]  # f' * gamma * x_t, broadcast over units  (B,2,n,D)
+    fp_gx = lambda part: (fp[:, part] * gamma)[..., None] * x[:, None, :]  # f' * gamma * x_t per unit  (B,n,D)
     # E1_W1 <- g*E1_W1 - phi*E2_W1 + gamma*x;  E2_W1 <- g*E2_W1 + phi*E1_W1
     E_W1 = rotate(traces.W1)
-    E_W1[:, 0] += fp_gx[:, 0]
+    E_W1[:, 0] += fp_gx(0)
+    if _compact(traces, activation):  # linear RTU: E_W2 = i E_W1 is implied, not stored
+        return h, RTUTraces(e_nu, e_th, E_W1, traces.W2)
     # E1_W2 <- g*E1_W2 - phi*E2_W2;  E2_W2 <- g*E2_W2 + phi*E1_W2 + gamma*x
     E_W2 = rotate(traces.W2)
-    E_W2[:, 1] += fp_gx[:, 1]
+    E_W2[:, 1] += fp_gx(1)
     return h, RTUTraces(e_nu, e_th, E_W1, E_W2)
 
 
@@ -151,8 +166,9 @@ def _expm1_neg(x):
 def _rtu_step_kernel(nu_log_ptr, theta_log_ptr, w1_ptr, w2_ptr, x_ptr, reset_ptr,
                      state_ptr, e_nu_ptr, e_th_ptr, e_w1_ptr, e_w2_ptr,  # previous carry
                      out_state_ptr, out_nu_ptr, out_th_ptr, out_w1_ptr, out_w2_ptr,  # new carry
-                     n, D, MIN_1MR2: tl.constexpr, ACTIVATION: tl.constexpr,
+                     n, D, MIN_1MR2: tl.constexpr, ACTIVATION: tl.constexpr, COMPACT: tl.constexpr,
                      BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """COMPACT (linear RTU): the W2 traces are neither read nor written (E_W2 = i E_W1); e_w2_ptr, out_w2_ptr unused."""
     b = tl.program_id(0).to(tl.int64)  # one sample per program along axis 0, a block of units along axis 1
     offs_n = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -186,8 +202,6 @@ def _rtu_step_kernel(nu_log_ptr, theta_log_ptr, w1_ptr, w2_ptr, x_ptr, reset_ptr
     t2 = tl.load(e_th_ptr + vec1 + n, mask=mask_n, other=0.0) * keep
     U1 = tl.load(e_w1_ptr + mat1, mask=mask_nd, other=0.0) * keep
     U2 = tl.load(e_w1_ptr + mat1 + n * D, mask=mask_nd, other=0.0) * keep
-    V1 = tl.load(e_w2_ptr + mat1, mask=mask_nd, other=0.0) * keep
-    V2 = tl.load(e_w2_ptr + mat1 + n * D, mask=mask_nd, other=0.0) * keep
 
     # state and trace updates (right-hand sides use the old traces)
     pre1 = g * p1 - phi * p2 + gamma * wx1
@@ -199,8 +213,6 @@ def _rtu_step_kernel(nu_log_ptr, theta_log_ptr, w1_ptr, w2_ptr, x_ptr, reset_ptr
     gm, pm, gx = g[:, None], phi[:, None], gamma[:, None] * x[None, :]
     W11 = gm * U1 - pm * U2 + gx
     W12 = gm * U2 + pm * U1
-    W21 = gm * V1 - pm * V2
-    W22 = gm * V2 + pm * V1 + gx
 
     if ACTIVATION == 0:  # linear RTU: the state is c
         h1, h2 = pre1, pre2
@@ -214,7 +226,7 @@ def _rtu_step_kernel(nu_log_ptr, theta_log_ptr, w1_ptr, w2_ptr, x_ptr, reset_ptr
             h2 = tl.where(pre2 < 0, 1.0, -1.0) * m2 / (2.0 + m2)
             f1, f2 = 1.0 - h1 * h1, 1.0 - h2 * h2
         n1, n2, th1, th2 = n1 * f1, n2 * f2, th1 * f1, th2 * f2
-        W11, W12, W21, W22 = W11 * f1[:, None], W12 * f2[:, None], W21 * f1[:, None], W22 * f2[:, None]
+        W11, W12 = W11 * f1[:, None], W12 * f2[:, None]
 
     tl.store(out_state_ptr + vec1, h1, mask=mask_n)
     tl.store(out_state_ptr + vec1 + n, h2, mask=mask_n)
@@ -224,19 +236,30 @@ def _rtu_step_kernel(nu_log_ptr, theta_log_ptr, w1_ptr, w2_ptr, x_ptr, reset_ptr
     tl.store(out_th_ptr + vec1 + n, th2, mask=mask_n)
     tl.store(out_w1_ptr + mat1, W11, mask=mask_nd)
     tl.store(out_w1_ptr + mat1 + n * D, W12, mask=mask_nd)
-    tl.store(out_w2_ptr + mat1, W21, mask=mask_nd)
-    tl.store(out_w2_ptr + mat1 + n * D, W22, mask=mask_nd)
+
+    if not COMPACT:  # the W2 traces, same form with the input term on part "2"
+        V1 = tl.load(e_w2_ptr + mat1, mask=mask_nd, other=0.0) * keep
+        V2 = tl.load(e_w2_ptr + mat1 + n * D, mask=mask_nd, other=0.0) * keep
+        W21 = gm * V1 - pm * V2
+        W22 = gm * V2 + pm * V1 + gx
+        if ACTIVATION != 0:
+            W21, W22 = W21 * f1[:, None], W22 * f2[:, None]
+        tl.store(out_w2_ptr + mat1, W21, mask=mask_nd)
+        tl.store(out_w2_ptr + mat1 + n * D, W22, mask=mask_nd)
 
 
 def _rtu_step_triton(params: RTUParams, x, state, traces: RTUTraces, reset, activation):
     (B, D), n = x.shape, params.nu_log.shape[0]
+    compact = _compact(traces, activation)
     ins = [t.contiguous() for t in (*params, x, reset.to(x.dtype), state, *traces)]
     outs = [torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (state, *traces)]
+    # compact: the kernel never touches the W2 pointers; pass the W1 ones (an empty tensor may have a null pointer)
+    w2_in, w2_out = (ins[-2], outs[-2]) if compact else (ins[-1], outs[-1])
     BLOCK_D = next_pow2(D)
     BLOCK_N = min(next_pow2(n), max(1, 1024 // BLOCK_D))  # tiles of about 1024 elements
     grid = (B, triton.cdiv(n, BLOCK_N))
-    _rtu_step_kernel[grid](*ins, *outs, n, D, MIN_1MR2=_MIN_1MR2, ACTIVATION=ACTIVATIONS[activation],
-                           BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D)
+    _rtu_step_kernel[grid](*ins[:-1], w2_in, *outs[:-1], w2_out, n, D, MIN_1MR2=_MIN_1MR2,
+                           ACTIVATION=ACTIVATIONS[activation], COMPACT=compact, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D)
     return outs[0], RTUTraces(*outs[1:])
 
 
@@ -252,7 +275,9 @@ def rtu_grads(params: RTUParams, x, new_state, new_traces: RTUTraces, delta, act
     grad_nu = (delta * new_traces.nu).sum((0, 1))
     grad_theta = (delta * new_traces.theta).sum((0, 1))
     grad_W1 = trace_contract(delta, new_traces.W1)
-    grad_W2 = trace_contract(delta, new_traces.W2)
+    # compact traces: E_W2 = i E_W1 = _rot(E_W1, 0, 1), so delta . E_W2 = _rot_T(delta, 0, 1) . E_W1
+    d_W2, E_W2 = (_rot_T(delta, 0, 1), new_traces.W1) if _compact(new_traces, activation) else (delta, new_traces.W2)
+    grad_W2 = trace_contract(d_W2, E_W2)
     # one-step input gradient: gamma * [(delta1*f'1) @ W1 + (delta2*f'2) @ W2], f' from the new state
     d = delta * _fprime(new_state, activation) * rtu_coefficients(params)[3]
     grad_x = d[:, 0] @ params.W1 + d[:, 1] @ params.W2
@@ -305,6 +330,8 @@ def rtu_grads_from_carry(params: RTUParams, x, state, traces: RTUTraces, reset, 
     grad_theta = (a_old * traces.theta + a * _rot(prev, dg_th, dphi_th)).sum((0, 1))
     # W1: u = (gamma x, 0); W2: u = (0, gamma x)
     grad_W1 = trace_contract(a_old, traces.W1) + gamma[:, None] * (a[:, 0].T @ x)
-    grad_W2 = trace_contract(a_old, traces.W2) + gamma[:, None] * (a[:, 1].T @ x)
+    # compact traces: E_W2 = i E_W1 = _rot(E_W1, 0, 1), so a_old . E_W2 = _rot_T(a_old, 0, 1) . E_W1
+    a_W2, E_W2 = (_rot_T(a_old, 0, 1), traces.W1) if _compact(traces, activation) else (a_old, traces.W2)
+    grad_W2 = trace_contract(a_W2, E_W2) + gamma[:, None] * (a[:, 1].T @ x)
     grad_x = (a[:, 0] * gamma) @ params.W1 + (a[:, 1] * gamma) @ params.W2
     return grad_x, RTUParams(grad_nu, grad_theta, grad_W1, grad_W2)
