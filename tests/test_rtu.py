@@ -1,11 +1,12 @@
 """RTU: exact RTRL == BPTT (float64), compact linear traces == full traces == BPTT, Triton kernel == PyTorch reference
-(float32, interpreter), dispatch, the PPO update's gradient from stored carries."""
+(float32, interpreter), dispatch, the PPO update's gradient from stored carries (eager and torch.compile'd)."""
 import math
 
 import pytest
 import torch
 
 import triton_kernels.rtu as rtu
+from triton_kernels._common import trace_contract
 from triton_kernels.rtu import (RTUParams, RTUTraces, rtu_grads, rtu_grads_from_carry, rtu_init_params, rtu_state_step,
                                 rtu_step, rtu_zero_carry)
 
@@ -340,3 +341,34 @@ def test_grads_from_carry_equal_step_then_grads(activation, is_compact):
         got_full = rtu_grads_from_carry(params, x, state, full, reset, new_state, delta, activation)
         for e, o in zip((got_full[0], *got_full[1]), (got[0], *got[1])):
             torch.testing.assert_close(o, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("B,rows_per_block", [(64, 4), (6, 4), (7, 4), (1, 4), (8, 8), (8, 16), (8, None)])
+def test_trace_contract_of_buffer_rows(B, rows_per_block):
+    """trace_contract(a, E, index) (blocked sums of gathered rows) == trace_contract(a, E[index]), any B."""
+    g = torch.Generator().manual_seed(B)
+    E = torch.randn(3 * B, 2, 5, 4, generator=g, dtype=F64)
+    a = torch.randn(B, 2, 5, generator=g, dtype=F64)
+    index = torch.randperm(3 * B, generator=g)[:B]
+    got = trace_contract(a, E, index, rows_per_block)
+    torch.testing.assert_close(got, trace_contract(a, E[index]), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation,is_compact", [("linear", True), ("relu", False)])
+def test_grads_from_buffer_rows_compiled_equal_reference(activation, is_compact):
+    """The PPO update's call, rtu_grads_from_carry(..., index) on whole buffers, torch.compile'd (the fast path:
+    the W traces are contracted in blocks of gathered rows, never gathered) equals the eager gradient of the
+    gathered carry."""
+    B, n, D, rows = 12, 7, 5, 30
+    params, x, _, _, reset, delta = random_carry(B, n, D, activation, seed=7)
+    _, _, b_state, b_traces, _, _ = random_carry(rows, n, D, activation, seed=8, is_compact=is_compact)
+    index = torch.randperm(rows, generator=torch.Generator().manual_seed(9))[:B]
+    state, traces = b_state[index], RTUTraces(*(t[index] for t in b_traces))
+    new_state = rtu_state_step(params, x, state, reset, activation)
+    expected = rtu_grads_from_carry(params, x, state, traces, reset, new_state, delta, activation)
+    compiled = torch.compile(rtu_grads_from_carry, dynamic=False)
+    for fn in (rtu_grads_from_carry, compiled):
+        got = fn(params, x, b_state, b_traces, reset, new_state, delta, activation, index=index)
+        for e, o in zip((expected[0], *expected[1]), (got[0], *got[1])):
+            assert e.abs().max() > 1e-3
+            torch.testing.assert_close(o, e, rtol=1e-10, atol=1e-10)

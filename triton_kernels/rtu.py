@@ -30,7 +30,7 @@ rtu_grads_from_carry(params, x, state, traces, reset, new_state, delta, activati
         -> (grad_x, RTUParams)
     the same gradients as rtu_step + rtu_grads, formed from the OLD traces of the carry without materialising the
     new ones (SPEC 3 cost hint): the PPO update reads each stored trace once. With `index`, state and traces are
-    whole rollout buffers and rows `index` are the carry.
+    whole rollout buffers and rows `index` are the carry (the W traces are then never gathered: trace_contract).
 
 Numerics (deviation from the official code): gamma = sqrt(max(1 - r^2, 1e-30)) with 1 - r^2 = -expm1(-2 nu)
 computed as tanh(nu) (1 + r^2), no "+1e-8". In float32 r = exp(-nu) rounds to 1 for nu < 6e-8, where the naive
@@ -314,11 +314,12 @@ def rtu_grads_from_carry(params: RTUParams, x, state, traces: RTUTraces, reset, 
     Every new trace is linear in the old one: e_new = f' * (R e_old + u), R the rotation-scaling by (g, phi) and u the
     step's input term. With a = delta * f':  sum_b delta . e_new = sum_b (R^T a) . e_old + sum_b a . u,
     so the (B,2,n,D) traces are read once and never written. Same results as rtu_step + rtu_grads.
-    index (B,) optional: state and traces are whole buffers and the carry is their rows `index` (under torch.compile
-    the gather then fuses with the contraction, and the gathered traces are never materialised).
+    index (B,) optional: state and traces are whole buffers and the carry is their rows `index`. The small ones are
+    gathered; the W traces are contracted in place by trace_contract(..., index) (under torch.compile the gather then
+    fuses with the contraction, and the gathered W traces are never materialised).
     """
-    if index is not None:
-        state, traces = state.index_select(0, index), RTUTraces(*(t.index_select(0, index) for t in traces))
+    gather = (lambda t: t) if index is None else (lambda t: t.index_select(0, index))
+    state, e_nu, e_theta = gather(state), gather(traces.nu), gather(traces.theta)
     _, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th = rtu_coefficients(params)
     keep = (1 - reset.to(x.dtype))[:, None, None]
     prev = state * keep  # [h1, h2]_{t-1}, zeroed at an episode start
@@ -326,12 +327,12 @@ def rtu_grads_from_carry(params: RTUParams, x, state, traces: RTUTraces, reset, 
     a_old = _rot_T(a, g, phi) * keep  # R^T a, zero where the old traces were reset
     wx = torch.stack((x @ params.W1.T, x @ params.W2.T), dim=1)
     # nu, theta: u = R'(prev) (+ dgamma * Wx for nu), R' the rotation by the derivatives of (g, phi)
-    grad_nu = (a_old * traces.nu + a * (_rot(prev, dg, dphi) + dgamma * wx)).sum((0, 1))
-    grad_theta = (a_old * traces.theta + a * _rot(prev, dg_th, dphi_th)).sum((0, 1))
+    grad_nu = (a_old * e_nu + a * (_rot(prev, dg, dphi) + dgamma * wx)).sum((0, 1))
+    grad_theta = (a_old * e_theta + a * _rot(prev, dg_th, dphi_th)).sum((0, 1))
     # W1: u = (gamma x, 0); W2: u = (0, gamma x)
-    grad_W1 = trace_contract(a_old, traces.W1) + gamma[:, None] * (a[:, 0].T @ x)
+    grad_W1 = trace_contract(a_old, traces.W1, index) + gamma[:, None] * (a[:, 0].T @ x)
     # compact traces: E_W2 = i E_W1 = _rot(E_W1, 0, 1), so a_old . E_W2 = _rot_T(a_old, 0, 1) . E_W1
     a_W2, E_W2 = (_rot_T(a_old, 0, 1), traces.W1) if _compact(traces, activation) else (a_old, traces.W2)
-    grad_W2 = trace_contract(a_W2, E_W2) + gamma[:, None] * (a[:, 1].T @ x)
+    grad_W2 = trace_contract(a_W2, E_W2, index) + gamma[:, None] * (a[:, 1].T @ x)
     grad_x = (a[:, 0] * gamma) @ params.W1 + (a[:, 1] * gamma) @ params.W2
     return grad_x, RTUParams(grad_nu, grad_theta, grad_W1, grad_W2)
