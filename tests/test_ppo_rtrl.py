@@ -76,6 +76,7 @@ MODEL_VARIANTS = [  # compile=True: the torch.compile'd gradient of the scripts'
     ("ppo_rtu_rtrl", dict(rtu_variant="nonlinear", activation="tanh", compile=False)),
     ("ppo_rtu_rtrl", dict(rtu_variant="linear", activation="tanh", compile=False)),
     ("ppo_rtu_rtrl", dict(rtu_variant="nonlinear", activation="relu", compile=True)),
+    ("ppo_rtu_rtrl", dict(rtu_variant="linear", activation="relu", compile=True)),
     ("ppo_lru_rtrl", dict(compile=False)),
     ("ppo_lru_rtrl", dict(compile=True)),
 ]
@@ -108,9 +109,12 @@ def test_update_gradient_of_stored_carry_equals_autograd(script, model_args, con
         return (-(logprob * advantages[perm]).mean() + ((value.flatten() - returns[perm]) ** 2).mean()
                 - 0.01 * entropy.mean())
 
-    zero_carry = mod.lru_zero_carry if script == "ppo_lru_rtrl" else mod.rtu_zero_carry
+    def zero_carry():  # the script's own initial carry (the linear RTU's compact traces), in float64
+        state, traces = agent.initial_carry(B)
+        return state.double(), type(traces)(*(t.double() for t in traces))
+
     # the rollout: the buffers store the carry before each step 0..k, flattened over (step, env) as in the update
-    state, traces = zero_carry(B, 6, 4, torch.float64)
+    state, traces = zero_carry()
     carries = []
     with torch.no_grad():
         for t in range(k + 1):
@@ -126,7 +130,7 @@ def test_update_gradient_of_stored_carry_equals_autograd(script, model_args, con
 
     # the reference: autograd through the whole history (the reference step is differentiable)
     agent.zero_grad()
-    state, traces = zero_carry(B, 6, 4, torch.float64)
+    state, traces = zero_carry()
     for t in range(k + 1):
         x = agent.encoder(obs[t])
         state, traces = _step_from_features(agent, script, x if t == k else x.detach(), state, traces, resets[t])
