@@ -20,13 +20,17 @@
 # Losses follow torchbeast (the official R2AC code base): SUMS over time and environments (not means), because the
 # RMSProp epsilon 0.01 and the grad-norm clip 40 were tuned for summed losses. The values logged under losses/* are
 # per-transition means (the sum divided by M * num_envs) so they are comparable across batch sizes.
+import datetime
+import json
 import os
+import pickle
 import random
 import re
+import subprocess
 import sys
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal, Optional
 
 import gymnasium as gym
@@ -36,6 +40,9 @@ import torch.nn as nn
 import torch.optim as optim
 import tyro
 from torch.utils.tensorboard import SummaryWriter
+
+# non-finite values must reach the script's own checks (one line naming the step), not fail inside a distribution
+torch.distributions.Distribution.set_default_validate_args(False)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root: triton_kernels
 from triton_kernels.elstm import ELSTMParams, ELSTMTraces, elstm_grads, elstm_init_params, elstm_step, elstm_zero_carry
@@ -61,6 +68,11 @@ class Args:
     """whether to capture videos of the agent performances (check out `videos` folder)"""
     save_model: bool = False
     """whether to save the model weights and observation-normalisation statistics into `runs/{run_name}`"""
+    # a segment is short: one checkpoint (~20 ms) per 50 keeps their cost under 1% even at --segment-len 5
+    checkpoint_interval: int = 50
+    """save `runs/{run_name}/checkpoint.pt` every N iterations and at the end (0: only at the end)"""
+    resume: Optional[str] = None
+    """continue the run in this run dir from its checkpoint (its saved args; a larger --total-timesteps extends it)"""
 
     # Algorithm specific arguments (defaults: the official R2AC / torchbeast configuration, SPEC section 5)
     env_id: str = "HalfCheetah-P-v5"
@@ -152,6 +164,64 @@ class ReacherPOMDP(gym.Wrapper):
         return obs, reward, terminated, truncated, info
 
 
+def running_moments(mean, var, count, x):
+    """Add one sample x to a running mean/variance (Chan et al.'s parallel update, as gymnasium's RunningMeanStd)."""
+    delta = x - mean
+    total = count + 1
+    return mean + delta / total, (var * count + np.square(delta) * count / total) / total, total
+
+
+class EpisodeStatsClipNormalize(gym.Wrapper):
+    """CleanRL's wrapper stack in one pass per step, with gymnasium's arithmetic: FlattenObservation,
+    RecordEpisodeStatistics (raw returns in info["episode"]), ClipAction, and optionally NormalizeObservation,
+    NormalizeReward and the two clips at +-10. obs -> clip((obs - mean) / sqrt(var + 1e-8)) with running statistics of the raw observations; reward ->
+    clip(r / sqrt(var_G + 1e-8)), var_G the running variance of the discounted return G <- gamma G (1 - term) + r.
+    `update = False` freezes the statistics (evaluation)."""
+
+    def __init__(self, env, gamma, normalize, clip=10.0, eps=1e-8):
+        super().__init__(env)
+        self.gamma, self.normalize, self.clip, self.eps, self.update = gamma, normalize, clip, eps, True
+        self.box = env.action_space if isinstance(env.action_space, gym.spaces.Box) else None
+        if self.box is not None:
+            self.action_space = gym.spaces.Box(-np.inf, np.inf, self.box.shape, self.box.dtype)
+        self.observation_space = gym.spaces.flatten_space(env.observation_space)
+        shape = self.observation_space.shape
+        # mean, var, count; float32 at the start as gymnasium's (its first update rounds var * count in float32)
+        self.obs_rms = [np.zeros(shape, np.float32), np.ones(shape, np.float32), 1e-4]
+        self.ret_rms, self.G = [0.0, 1.0, 1e-4], 0.0
+        if normalize:
+            self.observation_space = gym.spaces.Box(-clip, clip, shape, np.float32)
+        self.episode_return, self.episode_length = 0.0, 0
+
+    def _obs(self, obs):
+        obs = gym.spaces.flatten(self.env.observation_space, obs)
+        if not self.normalize:
+            return obs
+        if self.update:
+            self.obs_rms = list(running_moments(*self.obs_rms, obs))
+        return np.clip(np.float32((obs - self.obs_rms[0]) / np.sqrt(self.obs_rms[1] + self.eps)), -self.clip, self.clip)
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.episode_return, self.episode_length = 0.0, 0
+        return self._obs(obs), info
+
+    def step(self, action):
+        if self.box is not None:
+            action = np.clip(action, self.box.low, self.box.high)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.episode_return += reward
+        self.episode_length += 1
+        if terminated or truncated:
+            info["episode"] = {"r": self.episode_return, "l": self.episode_length}
+        if self.normalize:
+            self.G = self.G * self.gamma * (1 - terminated) + float(reward)
+            if self.update:
+                self.ret_rms = list(running_moments(*self.ret_rms, self.G))
+            reward = np.clip(reward / np.sqrt(self.ret_rms[1] + self.eps), -self.clip, self.clip)
+        return self._obs(obs), reward, terminated, truncated, info
+
+
 def env_family(env_id: str) -> str:
     """Classify an env id, or exit with a one-line message listing the supported families."""
     if env_id.startswith("popgym-"):
@@ -185,25 +255,16 @@ def make_env(env_id, idx, capture_video, run_name, gamma, normalize):
         elif family == "mujoco_pv":
             name, variant = env_id.split("-")[:2]
             kwargs = {"include_cfrc_ext_in_observation": False} if name == "Ant" else {}
-            env = gym.make(f"{name}-v5", render_mode=render_mode, **kwargs)
+            env = gym.make(f"{name}-v5", render_mode=render_mode, disable_env_checker=True, **kwargs)
             env = KeepObservationIndices(env, MUJOCO_PV_INDICES[name][variant == "V"])
         elif family == "reacher_pomdp":
-            env = ReacherPOMDP(gym.make("Reacher-v5", render_mode=render_mode))
+            env = ReacherPOMDP(gym.make("Reacher-v5", render_mode=render_mode, disable_env_checker=True))
         else:
             kwargs = {"include_cfrc_ext_in_observation": False} if env_id.startswith("Ant-") else {}
-            env = gym.make(env_id, render_mode=render_mode, **kwargs)
+            env = gym.make(env_id, render_mode=render_mode, disable_env_checker=True, **kwargs)
         if render_mode is not None:
-            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}")
-        env = gym.wrappers.FlattenObservation(env)
-        env = gym.wrappers.RecordEpisodeStatistics(env)
-        if isinstance(env.action_space, gym.spaces.Box):
-            env = gym.wrappers.ClipAction(env)
-        if normalize:
-            env = gym.wrappers.NormalizeObservation(env)
-            env = gym.wrappers.TransformObservation(env, lambda obs: np.clip(obs, -10, 10), env.observation_space)
-            env = gym.wrappers.NormalizeReward(env, gamma=gamma)
-            env = gym.wrappers.TransformReward(env, lambda reward: np.clip(reward, -10, 10))
-        return env
+            env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", gc_trigger=None)  # None: picklable
+        return EpisodeStatsClipNormalize(env, gamma, normalize)
 
     return thunk
 
@@ -248,6 +309,21 @@ def elstm_cell(params: ELSTMParams, x, c_prev, reset):
     f = torch.sigmoid(x @ params.F.T + params.w_f * c_prev + params.b_f)
     z = torch.tanh(x @ params.Z.T + params.w_z * c_prev + params.b_z)
     return f * c_prev + (1 - f) * z
+
+
+def sample_action(out, logstd=None):
+    """Sample actions and their log-probs without distribution objects (the rollout's hot loop): a diagonal Gaussian
+    with mean `out` and state-independent `logstd`, or, if logstd is None, a categorical with logits `out` sampled
+    by inverting its CDF. Same distributions and log-probs as torch's Normal and Categorical."""
+    if logstd is not None:
+        logstd = logstd.expand_as(out)
+        noise = torch.randn_like(out)
+        action = out + logstd.exp() * noise
+        return action, (-0.5 * noise**2 - logstd - 0.5 * np.log(2 * np.pi)).sum(1)
+    logp = torch.log_softmax(out, -1)
+    u = torch.rand(out.shape[0], 1, device=out.device, dtype=out.dtype)
+    action = (logp.exp().cumsum(-1) < u).sum(-1).clamp_max(out.shape[-1] - 1)
+    return action, logp.gather(-1, action[:, None]).squeeze(-1)
 
 
 class Agent(nn.Module):
@@ -301,26 +377,38 @@ class Agent(nn.Module):
         h = torch.sigmoid(self.output_gate(torch.cat([x, c], dim=-1))) * c
         return h, c, traces
 
+    def initial_carry(self, batch, device=None):
+        """The carry before an episode's first step: a zero cell state (acting needs no RTRL traces)."""
+        return torch.zeros(batch, self.hidden_dim, dtype=self.F.dtype, device=device)
+
+    @torch.no_grad()
+    def policy_step(self, obs, carry, reset):
+        """One step of the policy without gradient: the eLSTM step from the cell state `carry`, a sampled action
+        with its log-prob, and the value. For evaluation only: the training rollout keeps every step's autograd
+        graph (and, under RTRL, the traces) for the segment's update, so it uses core_step and act."""
+        h, c, _ = self.core_step(obs, carry, None, reset, "tbptt")
+        action, logprob = sample_action(self.actor(h), self.actor_logstd if self.continuous else None)
+        return action, logprob, self.critic(h).flatten(), c
+
     def get_value(self, h):
         return self.critic(h).squeeze(-1)
 
     def act(self, h):
         """Sample an action; returns (action, log-prob, entropy, value), the last three differentiable."""
         value = self.critic(h).squeeze(-1)
+        out = self.actor(h)
+        # the sampler never raises on non-finite outputs: they reach the loss check, which names the step
         if self.continuous:
-            mean = self.actor(h)
-            logstd = self.actor_logstd.expand_as(mean)
-            with torch.no_grad():
-                action = mean + logstd.exp() * torch.randn_like(mean)
-            logprob = self.gaussian_logprob(mean, logstd, action)
+            logstd = self.actor_logstd.expand_as(out)
+            action, _ = sample_action(out.detach(), logstd.detach())
+            logprob = self.gaussian_logprob(out, logstd, action)
             entropy = (0.5 + 0.5 * np.log(2 * np.pi) + logstd).sum(-1)
             return action, logprob, entropy, value
-        logp_all = torch.log_softmax(self.actor(h), dim=-1)
-        with torch.no_grad():
-            action = torch.multinomial(logp_all.exp(), 1)
-        logprob = logp_all.gather(-1, action).squeeze(-1)
+        action, _ = sample_action(out.detach())
+        logp_all = torch.log_softmax(out, dim=-1)
+        logprob = logp_all.gather(-1, action[:, None]).squeeze(-1)
         entropy = -(logp_all.exp() * logp_all).sum(-1)
-        return action.squeeze(-1), logprob, entropy, value
+        return action, logprob, entropy, value
 
     def evaluate(self, h, action):
         """(log-prob of the given action, entropy, value): used by the tests."""
@@ -359,39 +447,154 @@ def r2ac_loss(logprobs, entropies, values, rewards, dones_after, bootstrap_value
     return pg_loss + value_loss - ent_coef * entropy, pg_loss, value_loss, entropy
 
 
-def save_model(path, agent, envs):
-    """Weights AND the observation-normalisation statistics the policy was trained with (SPEC 10)."""
-    obs_rms = []
-    for env in envs.envs:
-        while not isinstance(env, gym.wrappers.NormalizeObservation) and hasattr(env, "env"):
-            env = env.env
-        if isinstance(env, gym.wrappers.NormalizeObservation):
-            obs_rms.append({"mean": env.obs_rms.mean, "var": env.obs_rms.var, "count": env.obs_rms.count})
-    torch.save({"model": agent.state_dict(), "obs_rms": obs_rms}, path)
-    print(f"model saved to {path}")
-
-
-if __name__ == "__main__":
-    args = tyro.cli(Args)
+def check_args(args):
+    """Exit with one line on a size or rate no run can use, before anything is created."""
+    for name in ("total_timesteps", "num_envs", "segment_len", "encoder_dim", "hidden_dim", "learning_rate",
+                 "max_grad_norm", "rmsprop_eps"):
+        if not getattr(args, name) > 0:
+            sys.exit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("head_dim", "ent_coef", "baseline_cost", "rmsprop_momentum", "checkpoint_interval"):
+        if not getattr(args, name) >= 0:
+            sys.exit(f"error: --{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ("gamma", "rmsprop_alpha"):
+        if not 0 <= getattr(args, name) <= 1:
+            sys.exit(f"error: --{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if not np.isfinite(args.forget_bias):
+        sys.exit(f"error: --forget-bias must be finite, got {args.forget_bias}")
     args.batch_size = int(args.num_envs * args.segment_len)
     args.num_iterations = args.total_timesteps // args.batch_size
     if args.num_iterations < 1:
         sys.exit(f"error: total_timesteps={args.total_timesteps} is smaller than one segment ({args.batch_size} steps)")
-    family = env_family(args.env_id)  # exits with a clear message on an unknown id
-    if args.capture_video and family == "popgym":
+
+
+def check_video(family):
+    """--capture-video on a machine without a display: MuJoCo renders through EGL; videos are written by moviepy."""
+    if family == "popgym":
         sys.exit("error: --capture-video needs rendering, which popgym envs do not provide")
+    try:
+        import moviepy  # noqa: F401
+    except ImportError:
+        sys.exit("error: --capture-video needs moviepy: pip install moviepy")
+    if not os.environ.get("DISPLAY"):
+        os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def resume_args(args):
+    """--resume RUN_DIR: the run's saved Args and checkpoint. A flag given now must equal the saved value, except a
+    larger --total-timesteps, which extends the run (unless the learning rate anneals over the total)."""
+    path = os.path.join(args.resume, "checkpoint.pt")
+    if not os.path.isfile(path):
+        sys.exit(f"error: --resume {args.resume}: no checkpoint.pt there")
+    checkpoint = torch.load(path, weights_only=False)
+    if checkpoint["script"] != os.path.basename(__file__):
+        sys.exit(f"error: --resume {args.resume} is a run of {checkpoint['script']}, not {os.path.basename(__file__)}")
+    saved, default = Args(**checkpoint["args"]), Args()
+    for f in fields(Args):
+        given = getattr(args, f.name)
+        if f.name in ("resume", "total_timesteps", "batch_size", "num_iterations"):
+            continue
+        if given != getattr(default, f.name) and given != getattr(saved, f.name):
+            sys.exit(f"error: --{f.name.replace('_', '-')} {given} differs from the resumed run's {getattr(saved, f.name)}")
+    if args.total_timesteps != default.total_timesteps and args.total_timesteps != saved.total_timesteps:
+        if saved.anneal_lr:
+            sys.exit("error: cannot change --total-timesteps of a run whose learning rate anneals over it")
+        if args.total_timesteps < checkpoint["global_step"]:
+            sys.exit(f"error: --total-timesteps {args.total_timesteps} is below the run's {checkpoint['global_step']} steps")
+        saved.total_timesteps = args.total_timesteps
+    saved.resume = args.resume
+    return saved, checkpoint
+
+
+def env_state(envs):
+    """The envs' state for an exact resume: the wrapper chains pickled (statistics, episode counters, time limits,
+    popgym's game state), plus MuJoCo's physics and RNG, which the env's pickle rebuilds from scratch. A video being
+    recorded is left out (its frames are large): after a resume, recording starts again with the next video."""
+    physics, videos = [], []
+    for env in envs.envs:
+        wrapper = env
+        while hasattr(wrapper, "env"):
+            if isinstance(wrapper, gym.wrappers.RecordVideo):
+                videos.append((wrapper, wrapper.recorded_frames, wrapper.recording))
+                wrapper.recorded_frames, wrapper.recording = [], False
+            wrapper = wrapper.env
+        sim = env.unwrapped
+        if hasattr(sim, "data"):
+            import mujoco
+
+            spec = mujoco.mjtState.mjSTATE_INTEGRATION
+            state = np.empty(mujoco.mj_stateSize(sim.model, spec))
+            mujoco.mj_getState(sim.model, sim.data, state, spec)
+            physics.append((state, sim.np_random.bit_generator.state))
+        else:
+            physics.append(None)
+    blob = pickle.dumps((envs.envs, physics))
+    for wrapper, frames, recording in videos:
+        wrapper.recorded_frames, wrapper.recording = frames, recording
+    return blob
+
+
+def restore_env_state(envs, blob):
+    envs.envs, physics = pickle.loads(blob)
+    for env, saved in zip(envs.envs, physics):
+        if saved is not None:
+            import mujoco
+
+            sim = env.unwrapped
+            mujoco.mj_setState(sim.model, sim.data, saved[0], mujoco.mjtState.mjSTATE_INTEGRATION)
+            sim.np_random.bit_generator.state = saved[1]
+
+
+def save_checkpoint(path, checkpoint):
+    """Write to a temporary file, then rename: a kill at any moment leaves the previous checkpoint intact."""
+    torch.save(checkpoint, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def write_done_marker(run_dir, args, global_step, wall_time):
+    """The completion marker that sweeps and plots read: the full configuration, the steps done and the commit."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    marker = dict(script=os.path.basename(__file__), args=vars(args), command=sys.argv, global_step=global_step,
+                  iterations=args.num_iterations, wall_time_s=round(wall_time, 1), commit=commit,
+                  finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    with open(os.path.join(run_dir, "done.json"), "w") as f:
+        json.dump(marker, f, indent=1)
+
+
+if __name__ == "__main__":
+    args = tyro.cli(Args)
+    checkpoint = None
+    if args.resume:
+        args, checkpoint = resume_args(args)
+    check_args(args)  # also computes the batch sizes
+    family = env_family(args.env_id)  # exits with a clear message on an unknown id
+    if args.capture_video:
+        check_video(family)
     normalize = args.normalize_env if args.normalize_env is not None else family != "popgym"
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = f"runs/{run_name}"
+    if checkpoint is not None:
+        run_dir, run_name = args.resume, os.path.basename(os.path.normpath(args.resume))
+        if checkpoint["global_step"] >= args.num_iterations * args.batch_size:
+            print(f"{run_dir} already finished at global_step={checkpoint['global_step']}")
+            sys.exit(0)
+        if os.path.exists(os.path.join(run_dir, "done.json")):
+            os.remove(os.path.join(run_dir, "done.json"))  # extended: no longer complete
     if args.track:
         import wandb
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
                    config=vars(args), name=run_name, monitor_gym=True, save_code=True)
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
+    # on resume, TensorBoard drops what the interrupted run logged after its checkpoint (purge_step)
+    writer = SummaryWriter(run_dir, purge_step=None if checkpoint is None else checkpoint["global_step"] + 1)
+    if checkpoint is None:
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        )
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
@@ -411,7 +614,8 @@ if __name__ == "__main__":
                               eps=args.rmsprop_eps, momentum=args.rmsprop_momentum)
     num_recurrent = agent.recurrent_parameter_count()
     print(f"recurrent parameters: {num_recurrent}")
-    writer.add_text("model/recurrent_parameters", str(num_recurrent))
+    if checkpoint is None:
+        writer.add_text("model/recurrent_parameters", str(num_recurrent))
 
     # ALGO Logic: storage setup (per segment). The differentiable per-step outputs live in the autograd graph.
     M, B = args.segment_len, args.num_envs
@@ -421,8 +625,7 @@ if __name__ == "__main__":
     recent_returns = deque(maxlen=100)
 
     # TRY NOT TO MODIFY: start the game
-    global_step = 0
-    start_time = time.time()
+    global_step, first_iteration, wall_time_before = 0, 1, 0.0
     next_obs, _ = envs.reset(seed=args.seed)
     envs.action_space.seed(args.seed)
     next_obs = torch.Tensor(next_obs).to(device)
@@ -430,8 +633,22 @@ if __name__ == "__main__":
     c, traces = agent.zero_carry(B, device)
     if args.grad_method == "tbptt":
         traces = None
+    if checkpoint is not None:  # continue exactly where the checkpoint was taken
+        agent.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        restore_env_state(envs, checkpoint["envs"])
+        next_obs, next_done, c, *traces = checkpoint["carry"]
+        traces = ELSTMTraces(*traces) if traces else None
+        recent_returns.extend(checkpoint["recent_returns"])
+        random.setstate(checkpoint["rng"][0])
+        np.random.set_state(checkpoint["rng"][1])
+        torch.set_rng_state(checkpoint["rng"][2])
+        global_step, first_iteration = checkpoint["global_step"], checkpoint["iteration"] + 1
+        wall_time_before = checkpoint["wall_time"]
+        print(f"resumed {run_dir} at global_step={global_step}")
+    start_time, start_step = time.time(), global_step
 
-    for iteration in range(1, args.num_iterations + 1):
+    for iteration in range(first_iteration, args.num_iterations + 1):
         if args.anneal_lr:
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
             optimizer.param_groups[0]["lr"] = frac * args.learning_rate
@@ -486,8 +703,12 @@ if __name__ == "__main__":
         optimizer.zero_grad()
         loss.backward()  # RTRL: each step's backward reads its own traces; TBPTT: backprop through the segment
         grad_norm = nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+        if not torch.isfinite(grad_norm):
+            sys.exit(f"error: non-finite gradient norm at global_step={global_step}; stopping")
         optimizer.step()
         update_time = time.time() - update_start
+        if not all(torch.isfinite(p).all() for p in agent.parameters()):
+            sys.exit(f"error: non-finite parameters after the update at global_step={global_step}; stopping")
         logprobs, entropies, values = [None] * M, [None] * M, [None] * M  # free the graph
 
         # TRY NOT TO MODIFY: record rewards for plotting purposes
@@ -500,18 +721,28 @@ if __name__ == "__main__":
         recent_returns.extend(segment_returns)
         if segment_returns:
             writer.add_scalar("charts/segment_mean_episodic_return", np.mean(segment_returns), global_step)
-        sps = int(global_step / (time.time() - start_time))
+        sps = int((global_step - start_step) / (time.time() - start_time))
         print(f"SPS: {sps} rollout {rollout_time:.2f}s update {update_time:.2f}s "
               f"losses: value {v_loss.item() / n:.6f} policy {pg_loss.item() / n:.6f} entropy {entropy.item() / n:.6f}")
         writer.add_scalar("charts/SPS", sps, global_step)
         writer.add_scalar("charts/rollout_time", rollout_time, global_step)
         writer.add_scalar("charts/update_time", update_time, global_step)
 
+        if iteration == args.num_iterations or (args.checkpoint_interval and iteration % args.checkpoint_interval == 0):
+            writer.flush()  # everything logged up to here is on disk before the checkpoint says so
+            save_checkpoint(f"{run_dir}/checkpoint.pt", dict(
+                script=os.path.basename(__file__), args=vars(args), model=agent.state_dict(),
+                optimizer=optimizer.state_dict(), envs=env_state(envs),
+                carry=(next_obs, next_done, c.detach(), *(traces or ())), recent_returns=list(recent_returns),
+                rng=(random.getstate(), np.random.get_state(), torch.get_rng_state()),
+                global_step=global_step, iteration=iteration, wall_time=wall_time_before + time.time() - start_time))
+
     if recent_returns:
         print(f"final: global_step={global_step} mean_episodic_return(last {len(recent_returns)} episodes)="
-              f"{np.mean(recent_returns):.4f} wall_time={time.time() - start_time:.1f}s")
-    if args.save_model:
-        save_model(f"runs/{run_name}/{args.exp_name}.cleanrl_model", agent, envs)
-
+              f"{np.mean(recent_returns):.4f} wall_time={wall_time_before + time.time() - start_time:.1f}s")
+    if args.save_model:  # the final checkpoint under CleanRL's name: weights, normalisation statistics and args
+        torch.save(torch.load(f"{run_dir}/checkpoint.pt", weights_only=False), f"{run_dir}/{args.exp_name}.cleanrl_model")
+        print(f"model saved to {run_dir}/{args.exp_name}.cleanrl_model")
+    write_done_marker(run_dir, args, global_step, wall_time_before + time.time() - start_time)
     envs.close()
     writer.close()
