@@ -29,12 +29,16 @@
 # Optimizer: Adam, betas (0.9, 0.995), eps 1e-9 as in the official code; global grad-norm clip --max-grad-norm.
 # Every parameter except the eLSTM (output gate, output layer) is trained by ordinary backprop at each update.
 import csv
+import datetime
+import json
 import math
 import os
+import pickle
 import random
+import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal, Optional
 
 import numpy as np
@@ -67,6 +71,10 @@ class Args:
     """the wandb's project name"""
     wandb_entity: Optional[str] = None
     """the entity (team) of wandb's project"""
+    checkpoint_interval: int = 1
+    """save `runs/{run_name}/checkpoint.pt` every N evaluations and at the end (0: only at the end)"""
+    resume: Optional[str] = None
+    """continue the run in this run dir from its checkpoint (its saved args; a larger --max-updates extends it)"""
 
     # Task
     max_len: int = 50
@@ -220,19 +228,93 @@ def evaluate(model: CopyModel, inputs, targets):
     return loss, token_acc, seq_acc
 
 
+def check_args(args):
+    """Exit with one line on a size or rate no run can use, before anything is created."""
+    for name in ("max_len", "val_size", "hidden_dim", "batch_size", "learning_rate", "max_updates", "eval_every"):
+        if not getattr(args, name) > 0:
+            sys.exit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("max_grad_norm", "max_seconds", "checkpoint_interval"):
+        if not getattr(args, name) >= 0:
+            sys.exit(f"error: --{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+
+
+def resume_args(args):
+    """--resume RUN_DIR: the run's saved Args and checkpoint. A flag given now must equal the saved value, except a
+    larger --max-updates, which extends the run."""
+    path = os.path.join(args.resume, "checkpoint.pt")
+    if not os.path.isfile(path):
+        sys.exit(f"error: --resume {args.resume}: no checkpoint.pt there")
+    checkpoint = torch.load(path, weights_only=False)
+    if checkpoint["script"] != os.path.basename(__file__):
+        sys.exit(f"error: --resume {args.resume} is a run of {checkpoint['script']}, not {os.path.basename(__file__)}")
+    saved, default = Args(**checkpoint["args"]), Args()
+    for f in fields(Args):
+        given = getattr(args, f.name)
+        if f.name in ("resume", "max_updates"):
+            continue
+        if given != getattr(default, f.name) and given != getattr(saved, f.name):
+            sys.exit(f"error: --{f.name.replace('_', '-')} {given} differs from the resumed run's {getattr(saved, f.name)}")
+    if args.max_updates != default.max_updates and args.max_updates != saved.max_updates:
+        if args.max_updates < checkpoint["updates"]:
+            sys.exit(f"error: --max-updates {args.max_updates} is below the run's {checkpoint['updates']} updates")
+        saved.max_updates = args.max_updates
+    saved.resume = args.resume
+    return saved, checkpoint
+
+
+def save_checkpoint(path, checkpoint):
+    """Write to a temporary file, then rename: a kill at any moment leaves the previous checkpoint intact."""
+    torch.save(checkpoint, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
+def write_done_marker(run_dir, args, global_step, iterations, wall_time, **extra):
+    """The completion marker that sweeps and plots read: the full configuration, the steps done and the commit."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    marker = dict(script=os.path.basename(__file__), args=vars(args), command=sys.argv, global_step=global_step,
+                  iterations=iterations, wall_time_s=round(wall_time, 1), commit=commit,
+                  finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **extra)
+    with open(os.path.join(run_dir, "done.json"), "w") as f:
+        json.dump(marker, f, indent=1)
+
+
+def finished(checkpoint, args):
+    """Whether the checkpointed run had reached one of its stopping criteria."""
+    return (checkpoint["solved"] or checkpoint["updates"] >= args.max_updates
+            or 0 < args.max_seconds < checkpoint["wall_time"])
+
+
 if __name__ == "__main__":
     args = tyro.cli(Args)
+    checkpoint = None
+    if args.resume:
+        args, checkpoint = resume_args(args)
+    check_args(args)
     run_name = f"copy{args.max_len}__{args.exp_name}__{args.grad_method}__{args.seed}__{int(time.time())}"
+    run_dir = f"runs/{run_name}"
+    if checkpoint is not None:
+        run_dir, run_name = args.resume, os.path.basename(os.path.normpath(args.resume))
+        if finished(checkpoint, args):
+            print(f"{run_dir} already finished after {checkpoint['updates']} updates")
+            sys.exit(0)
+        if os.path.exists(os.path.join(run_dir, "done.json")):
+            os.remove(os.path.join(run_dir, "done.json"))  # extended: no longer complete
     if args.track:
         import wandb
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
                    config=vars(args), name=run_name, save_code=True)
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
-    )
+    # on resume, TensorBoard drops what the interrupted run logged after its checkpoint (purge_step)
+    writer = SummaryWriter(run_dir, purge_step=None if checkpoint is None else checkpoint["global_step"] + 1)
+    if checkpoint is None:
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{key}|{value}|" for key, value in vars(args).items()])),
+        )
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
@@ -245,14 +327,20 @@ if __name__ == "__main__":
     optimizer = torch.optim.Adam(model.parameters(), lr=args.learning_rate, betas=(0.9, 0.995), eps=1e-9)
     num_recurrent = model.recurrent_parameter_count()
     print(f"recurrent parameters: {num_recurrent}, all parameters: {sum(p.numel() for p in model.parameters())}")
-    writer.add_text("model/recurrent_parameters", str(num_recurrent))
+    if checkpoint is None:
+        writer.add_text("model/recurrent_parameters", str(num_recurrent))
 
     train_rng = np.random.default_rng(args.seed)
     val_inputs, val_targets, _ = make_batch(np.random.default_rng(args.val_seed), args.val_size, args.max_len)
     val_inputs, val_targets = val_inputs.to(device), val_targets.to(device)
-    csv_file = open(f"runs/{run_name}/curve.csv", "w", newline="")
+    if checkpoint is None:
+        csv_file = open(f"{run_dir}/curve.csv", "w", newline="")
+        csv.writer(csv_file).writerow(["sequences", "updates", "tokens", "wall_time", "train_loss", "val_loss",
+                                       "val_token_acc", "val_seq_acc"])
+    else:  # the rows written after the checkpoint are dropped, as TensorBoard's
+        os.truncate(f"{run_dir}/curve.csv", checkpoint["curve_bytes"])
+        csv_file = open(f"{run_dir}/curve.csv", "a", newline="")
     curve = csv.writer(csv_file)
-    curve.writerow(["sequences", "updates", "tokens", "wall_time", "train_loss", "val_loss", "val_token_acc", "val_seq_acc"])
 
     def clip_and_step():
         if args.max_grad_norm > 0:
@@ -266,10 +354,42 @@ if __name__ == "__main__":
         c, traces = elstm_zero_carry(args.batch_size, args.hidden_dim, 3, dtype=model.F.dtype, device=device)
     sequences = updates = tokens = 0
     next_eval = 0
+    iteration = 0  # evaluations after the first one: periods of --eval-every training sequences
     best_seq_acc = 0.0
     solved = False
     train_loss_sum, train_loss_count = torch.zeros((), device=device), 0
-    start_time = time.time()
+    wall_time_before = 0.0
+    if checkpoint is not None:  # continue exactly where the checkpoint was taken
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if args.grad_method == "rtrl":
+            streams = pickle.loads(checkpoint["data"])
+            c, *traces = checkpoint["carry"]
+            traces = ELSTMTraces(*traces)
+        else:
+            train_rng = pickle.loads(checkpoint["data"])
+        random.setstate(checkpoint["rng"][0])
+        np.random.set_state(checkpoint["rng"][1])
+        torch.set_rng_state(checkpoint["rng"][2])
+        sequences, updates, tokens = checkpoint["global_step"], checkpoint["updates"], checkpoint["tokens"]
+        next_eval, iteration, best_seq_acc = checkpoint["next_eval"], checkpoint["iteration"], checkpoint["best_seq_acc"]
+        train_loss_sum, train_loss_count = checkpoint["train_loss"]
+        wall_time_before = checkpoint["wall_time"]
+        print(f"resumed {run_dir} after {updates} updates")
+    start_time, start_tokens = time.time(), tokens
+
+    def save_state():
+        csv_file.flush()
+        writer.flush()  # everything logged up to here is on disk before the checkpoint says so
+        save_checkpoint(f"{run_dir}/checkpoint.pt", dict(
+            script=os.path.basename(__file__), args=vars(args), model=model.state_dict(),
+            optimizer=optimizer.state_dict(), data=pickle.dumps(streams if args.grad_method == "rtrl" else train_rng),
+            carry=(c.detach(), *traces) if args.grad_method == "rtrl" else None, curve_bytes=csv_file.tell(),
+            rng=(random.getstate(), np.random.get_state(), torch.get_rng_state()), global_step=sequences,
+            updates=updates, tokens=tokens, next_eval=next_eval, iteration=iteration, best_seq_acc=best_seq_acc,
+            train_loss=(train_loss_sum, train_loss_count), solved=solved,
+            wall_time=wall_time_before + time.time() - start_time))
+
     while True:
         if sequences >= next_eval:  # evaluation (also at the start: the untrained model)
             val_loss, val_token_acc, val_seq_acc = evaluate(model, val_inputs, val_targets)
@@ -277,7 +397,7 @@ if __name__ == "__main__":
             if not math.isfinite(train_loss):
                 sys.exit(f"error: non-finite training loss after {updates} updates; stopping")
             train_loss_sum, train_loss_count = torch.zeros((), device=device), 0
-            wall = time.time() - start_time
+            wall = wall_time_before + time.time() - start_time
             best_seq_acc = max(best_seq_acc, val_seq_acc)
             print(f"sequences={sequences} updates={updates} tokens={tokens} time={wall:.1f}s train_loss={train_loss:.4f} "
                   f"val_loss={val_loss:.4f} val_token_acc={100 * val_token_acc:.2f}% val_seq_acc={100 * val_seq_acc:.2f}%",
@@ -291,12 +411,17 @@ if __name__ == "__main__":
             if sequences > 0:
                 writer.add_scalar("losses/train_loss", train_loss, sequences)
                 writer.add_scalar("charts/updates", updates, sequences)
-                writer.add_scalar("charts/SPS", int(tokens / wall), sequences)  # tokens (steps) per second
+                sps = int((tokens - start_tokens) / (time.time() - start_time))
+                writer.add_scalar("charts/SPS", sps, sequences)  # tokens (steps) per second
+                iteration += 1
             next_eval += args.eval_every
             if val_seq_acc >= 1.0:
                 solved = True
                 break
-        if updates >= args.max_updates or (args.max_seconds > 0 and time.time() - start_time > args.max_seconds):
+            if iteration and args.checkpoint_interval and iteration % args.checkpoint_interval == 0:
+                save_state()
+        wall = wall_time_before + time.time() - start_time
+        if updates >= args.max_updates or (args.max_seconds > 0 and wall > args.max_seconds):
             break
 
         if args.grad_method == "rtrl":  # fully online: one step of the streams, one update
@@ -329,9 +454,11 @@ if __name__ == "__main__":
             sequences += args.batch_size
             tokens += inputs.numel()
 
-    wall = time.time() - start_time
+    save_state()
+    wall = wall_time_before + time.time() - start_time
     status = "solved (100% validation sequence accuracy)" if solved else "NOT solved (stopped at the update/time limit)"
     print(f"final: {status} L={args.max_len} grad_method={args.grad_method} seed={args.seed} sequences={sequences} "
           f"updates={updates} tokens={tokens} wall_time={wall:.1f}s best_val_seq_acc={100 * best_seq_acc:.2f}%")
+    write_done_marker(run_dir, args, sequences, iteration, wall, updates=updates, tokens=tokens, solved=solved)
     csv_file.close()
     writer.close()
