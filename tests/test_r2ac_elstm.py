@@ -3,10 +3,20 @@
 - the RTRL gradient accumulated over consecutive segments (the script's autograd.Function, model and loss, weights
   held fixed) equals BPTT over the concatenated sequence, with episode resets inside segments and at a boundary;
 - end-to-end runs of both scripts, both gradient methods, the MuJoCo and POPGym families;
-- same seed -> identical losses; a different seed -> different losses.
+- same seed -> identical losses; a different seed -> different losses;
+- checkpoints: a run killed with SIGKILL and resumed ends exactly like an uninterrupted one (parameters and
+  TensorBoard scalars), a finished run without annealing extends exactly; bad sizes and divergence stop the run
+  with one "error:" line.
 """
+import json
 import math
+import os
 import re
+import runpy
+import signal
+import subprocess
+import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
@@ -14,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from script_runner import read_scalars, run_script
+from script_runner import ALGOS, read_scalars, run_script
 
 import copy_task_elstm
 import r2ac_elstm
@@ -253,3 +263,239 @@ def test_policy_log_prob_and_entropy_match_torch_distributions(continuous):
     assert torch.allclose(logprob, ref_logprob) and torch.allclose(entropy, ref_entropy)
     lp2, ent2, v2 = agent.evaluate(h, action)
     assert torch.allclose(lp2, ref_logprob) and torch.allclose(ent2, ref_entropy) and torch.allclose(v2, value)
+
+
+@pytest.mark.parametrize("continuous", [False, True])
+def test_policy_step_is_the_training_step_without_gradient(continuous):
+    """The evaluation interface: the same cell state, action (same sampler and random numbers), log-prob and value
+    as the training rollout's core_step + act, nothing differentiable."""
+    agent, _ = _tiny_agent(continuous, head_dim=7)
+    B = 5
+    assert torch.equal(agent.initial_carry(B), torch.zeros(B, N, dtype=torch.float64))
+    obs = torch.randn(B, OBS_DIM, dtype=torch.float64)
+    carry, reset = torch.randn(B, N, dtype=torch.float64), torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0])
+    torch.manual_seed(3)
+    action, logprob, value, new_carry = agent.policy_step(obs, carry, reset)
+    h, c, _ = agent.core_step(obs, carry, agent.zero_carry(B, "cpu")[1], reset, "rtrl")
+    torch.manual_seed(3)
+    train_action, train_logprob, _, train_value = agent.act(h)
+    assert torch.equal(action, train_action)
+    assert torch.allclose(new_carry, c) and torch.allclose(logprob, train_logprob) and torch.allclose(value, train_value)
+    assert not any(t.requires_grad for t in (action, logprob, value, new_carry))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints: kill (SIGKILL) and resume, extension, refusals, bad input, divergence
+# ---------------------------------------------------------------------------------------------------------------
+TIMING_TAG = re.compile(r"charts/SPS$|_time$")
+R2AC_POPGYM = ("r2ac_elstm", "--env-id", "popgym-RepeatPreviousEasy-v0", "--num-envs", "4", "--segment-len", "5",
+               "--hidden-dim", "8", "--encoder-dim", "8", "--checkpoint-interval", "7")
+# MuJoCo physics, its RNG (the reset after the time limit at step 1000) and normalisation statistics in the env state;
+# truncated BPTT (no traces); no annealing (extendable)
+R2AC_CHEETAH = ("r2ac_elstm", "--env-id", "HalfCheetah-P-v5", "--grad-method", "tbptt", "--no-anneal-lr", "--num-envs",
+                "1", "--segment-len", "10", "--hidden-dim", "8", "--encoder-dim", "8", "--checkpoint-interval", "7")
+COPY = ("copy_task_elstm", "--max-len", "4", "--hidden-dim", "8", "--batch-size", "8", "--val-size", "100",
+        "--learning-rate", "1e-3", "--checkpoint-interval", "3")
+KILL_CASES = {  # name: (command, kill once the checkpoint's iteration >= k); about 100 iterations, a few seconds
+    "r2ac_popgym": ((*R2AC_POPGYM, "--total-timesteps", "2000"), 14),
+    "r2ac_cheetah": ((*R2AC_CHEETAH, "--total-timesteps", "1100"), 14),
+    "copy_rtrl": ((*COPY, "--eval-every", "40", "--max-updates", "600"), 6),
+    "copy_bptt": ((*COPY, "--eval-every", "24", "--grad-method", "bptt", "--max-updates", "100"), 6),
+}
+EXTEND = {  # name: (the length flag, the shorter run's value): a finished run extended to the full length
+    "r2ac_cheetah": ("--total-timesteps", "500"),
+    "copy_rtrl": ("--max-updates", "300"),  # stops between two evaluations
+}
+FAILING = {  # name: (command, what the one error line says)
+    "r2ac_bad_size": (("r2ac_elstm", "--num-envs", "0"), "error: --num-envs must be positive, got 0"),
+    "r2ac_diverges": ((*R2AC_POPGYM, "--total-timesteps", "800", "--learning-rate", "1e38"),
+                      "error: non-finite parameters after the update at global_step="),
+}
+
+
+def _run_dir(cwd):
+    (run_dir,) = (cwd / "runs").iterdir()
+    return run_dir
+
+
+def _checkpoint(run_dir):
+    return torch.load(run_dir / "checkpoint.pt", weights_only=False)
+
+
+def _kill_after(script, args, cwd, k, timeout=300):
+    """Start the run; SIGKILL it once its checkpoint.pt has iteration >= k and TensorBoard has logged more after it
+    (so that the resumed run has something to drop)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with open(cwd / "killed.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, os.path.join(ALGOS, f"{script}.py"), *args], cwd=cwd, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        deadline, logged = time.time() + timeout, None
+        try:
+            while proc.poll() is None and time.time() < deadline:
+                if logged is None:
+                    paths = list(cwd.glob("runs/*/checkpoint.pt"))
+                    if paths and torch.load(paths[0], weights_only=False)["iteration"] >= k:
+                        (events,) = cwd.glob("runs/*/events.out.tfevents.*")
+                        logged = events.stat().st_size  # at least what the checkpoint covers
+                elif events.stat().st_size > logged:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+                time.sleep(0.01)
+        finally:
+            if proc.poll() is None and time.time() >= deadline:
+                proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def _kill_case(name, full, killed, extended):
+    (script, *args), k = KILL_CASES[name]
+    out = {"full": run_script(script, *args, cwd=full, timeout=600), "full_cwd": full, "killed_cwd": killed}
+    out["kill_rc"] = _kill_after(script, args, killed, k)
+    checkpoint = _checkpoint(_run_dir(killed))
+    out["killed_at"] = checkpoint["iteration"]
+    out["logged_after"] = max(step for values in read_scalars(killed).values() for step, _ in values) > \
+        checkpoint["global_step"]
+    if (_run_dir(killed) / "curve.csv").exists():
+        out["logged_after"] &= (_run_dir(killed) / "curve.csv").stat().st_size > checkpoint["curve_bytes"]
+    out["resumed"] = run_script(script, "--resume", f"runs/{_run_dir(killed).name}", cwd=killed, timeout=600)
+    if name in EXTEND:
+        flag, shorter = EXTEND[name]
+        full_length = args[args.index(flag) + 1]
+        short = [*args[:args.index(flag) + 1], shorter, *args[args.index(flag) + 2:]]
+        out["short"] = run_script(script, *short, cwd=extended, timeout=600)
+        out["extended"] = run_script(script, "--resume", f"runs/{_run_dir(extended).name}", flag, full_length,
+                                     cwd=extended, timeout=600)
+        out["extended_cwd"] = extended
+    return name, out
+
+
+def _failing_case(name, cwd):
+    (script, *args), _ = FAILING[name]
+    return name, (run_script(script, *args, cwd=cwd, timeout=600), cwd)
+
+
+@pytest.fixture(scope="module")
+def checkpoint_runs(tmp_path_factory):
+    # the directories are made here: tmp_path_factory is not thread-safe
+    kill_dirs = {name: [tmp_path_factory.mktemp(f"{name}_{what}") for what in ("full", "killed", "extended")]
+                 for name in KILL_CASES}
+    failing_dirs = {name: tmp_path_factory.mktemp(name) for name in FAILING}
+    with ThreadPoolExecutor(max_workers=len(KILL_CASES) + len(FAILING)) as pool:
+        kills = [pool.submit(_kill_case, name, *dirs) for name, dirs in kill_dirs.items()]
+        failing = [pool.submit(_failing_case, name, cwd) for name, cwd in failing_dirs.items()]
+        return dict(f.result() for f in kills), dict(f.result() for f in failing)
+
+
+def _assert_same_run(cwd_a, cwd_b):
+    """Identical final parameters (and optimizer state), identical TensorBoard scalars except timing, both complete."""
+    a, b = _checkpoint(_run_dir(cwd_a)), _checkpoint(_run_dir(cwd_b))
+    assert (a["global_step"], a["iteration"]) == (b["global_step"], b["iteration"])
+    assert a["model"].keys() == b["model"].keys()
+    for name, p in a["model"].items():
+        assert torch.equal(p, b["model"][name]), name
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])) for k in sa)
+    scalars_a, scalars_b = ({tag: v for tag, v in read_scalars(cwd).items() if not TIMING_TAG.search(tag)}
+                            for cwd in (cwd_a, cwd_b))
+    assert scalars_a.keys() == scalars_b.keys() and len(scalars_a) >= 3
+    for tag in scalars_a:
+        assert scalars_a[tag] == scalars_b[tag], tag
+    assert (_run_dir(cwd_a) / "done.json").is_file() and (_run_dir(cwd_b) / "done.json").is_file()
+    if (_run_dir(cwd_a) / "curve.csv").exists():  # copy task: the rows after the checkpoint are dropped too
+        curves = [[row.split(",")[:3] + row.split(",")[4:]  # (without the wall_time column)
+                   for row in (_run_dir(cwd) / "curve.csv").read_text().splitlines()] for cwd in (cwd_a, cwd_b)]
+        assert curves[0] == curves[1] and len(curves[0]) > 6
+
+
+@pytest.mark.parametrize("name", list(KILL_CASES))
+def test_killed_and_resumed_run_equals_uninterrupted_run(checkpoint_runs, name):
+    out = checkpoint_runs[0][name]
+    assert out["full"].returncode == 0, out["full"].stderr[-3000:]
+    assert out["kill_rc"] == -signal.SIGKILL, f"the run was not killed mid-way (exit {out['kill_rc']})"
+    last = _checkpoint(_run_dir(out["full_cwd"]))["iteration"]
+    assert KILL_CASES[name][1] <= out["killed_at"] < last and out["logged_after"]
+    assert out["resumed"].returncode == 0, out["resumed"].stderr[-3000:]
+    assert "resumed runs/" in out["resumed"].stdout
+    _assert_same_run(out["full_cwd"], out["killed_cwd"])
+    done = json.loads((_run_dir(out["killed_cwd"]) / "done.json").read_text())
+    full_done = json.loads((_run_dir(out["full_cwd"]) / "done.json").read_text())
+    assert done["script"] == KILL_CASES[name][0][0] + ".py" and done["global_step"] == full_done["global_step"]
+    assert {**done["args"], "resume": None} == full_done["args"]
+    if name == "r2ac_cheetah":  # the time limit ended the episode after the resume: MuJoCo reset from its restored RNG
+        assert out["killed_at"] < 100
+        assert read_scalars(out["killed_cwd"])["charts/episodic_length"] == [(1000, 1000.0)]
+
+
+@pytest.mark.parametrize("name", list(EXTEND))
+def test_finished_run_without_annealing_extends_exactly(checkpoint_runs, name):
+    out = checkpoint_runs[0][name]
+    assert out["short"].returncode == 0 and out["extended"].returncode == 0, out["extended"].stderr[-3000:]
+    assert "resumed runs/" in out["extended"].stdout
+    _assert_same_run(out["full_cwd"], out["extended_cwd"])
+    flag = EXTEND[name][0]
+    full_length = KILL_CASES[name][0][KILL_CASES[name][0].index(flag) + 1]
+    args = json.loads((_run_dir(out["extended_cwd"]) / "done.json").read_text())["args"]
+    assert args[flag[2:].replace("-", "_")] == int(full_length)
+
+
+def _run_in_process(script, args, cwd, monkeypatch):
+    """Run algos/<script>.py's main in this process (fast: no imports) until it exits; returns the exit code."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *args])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(os.path.join(ALGOS, f"{script}.py"), run_name="__main__")
+    return e.value.code
+
+
+def test_resume_refuses_what_would_not_continue_the_run(checkpoint_runs, monkeypatch, capsys):
+    out = checkpoint_runs[0]["r2ac_popgym"]
+    assert out["full"].returncode == 0, out["full"].stderr[-3000:]
+    cwd, resume = out["full_cwd"], ["--resume", f"runs/{_run_dir(out['full_cwd']).name}"]
+    before = sorted(p.name for p in _run_dir(cwd).iterdir())
+    assert _run_in_process("r2ac_elstm", resume, cwd, monkeypatch) in (0, None)
+    assert "already finished at global_step=2000" in capsys.readouterr().out
+    for extra, message in ((["--total-timesteps", "16000"], "error: cannot change --total-timesteps of a run whose "
+                            "learning rate anneals over it"),
+                           (["--seed", "5"], "error: --seed 5 differs from the resumed run's 1"),
+                           (["--total-timesteps", "1000", "--no-anneal-lr"], "error: --anneal-lr False differs")):
+        assert str(_run_in_process("r2ac_elstm", resume + extra, cwd, monkeypatch)).startswith(message)
+    assert _run_in_process("r2ac_elstm", ["--resume", "runs/nothing"], cwd, monkeypatch).startswith(
+        "error: --resume runs/nothing: no checkpoint.pt there")
+    assert sorted(p.name for p in _run_dir(cwd).iterdir()) == before  # done.json kept, nothing written
+
+
+@pytest.mark.parametrize("name", list(FAILING))
+def test_failures_are_one_error_line(checkpoint_runs, name):
+    proc, cwd = checkpoint_runs[1][name]
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith(FAILING[name][1]), proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and sum(line.startswith("error:") for line in lines) == 1
+    if name.endswith("bad_size"):
+        assert lines == [lines[-1]] and not (cwd / "runs").exists()
+
+
+@pytest.mark.parametrize("script,args,message", [
+    ("r2ac_elstm", ["--segment-len", "0"], "--segment-len must be positive"),
+    ("r2ac_elstm", ["--hidden-dim", "0"], "--hidden-dim must be positive"),
+    ("r2ac_elstm", ["--encoder-dim", "0"], "--encoder-dim must be positive"),
+    ("r2ac_elstm", ["--learning-rate=-1"], "--learning-rate must be positive"),
+    ("r2ac_elstm", ["--gamma", "1.5"], "--gamma must be in [0, 1]"),
+    ("r2ac_elstm", ["--head-dim=-1"], "--head-dim must be >= 0"),
+    ("r2ac_elstm", ["--checkpoint-interval=-1"], "--checkpoint-interval must be >= 0"),
+    ("r2ac_elstm", ["--total-timesteps", "100"], "is smaller than one segment"),
+    ("copy_task_elstm", ["--max-len", "0"], "--max-len must be positive"),
+    ("copy_task_elstm", ["--hidden-dim", "0"], "--hidden-dim must be positive"),
+    ("copy_task_elstm", ["--val-size", "0"], "--val-size must be positive"),
+    ("copy_task_elstm", ["--eval-every", "0"], "--eval-every must be positive"),
+    ("copy_task_elstm", ["--learning-rate", "0"], "--learning-rate must be positive"),
+    ("copy_task_elstm", ["--max-updates", "0"], "--max-updates must be positive"),
+])
+def test_bad_sizes_exit_before_a_run_dir(script, args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [f"{script}.py", *args])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(os.path.join(ALGOS, f"{script}.py"), run_name="__main__")
+    assert isinstance(e.value.code, str) and e.value.code.startswith("error: ") and message in e.value.code, e.value.code
+    assert "\n" not in e.value.code and not (tmp_path / "runs").exists()
