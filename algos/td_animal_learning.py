@@ -25,10 +25,12 @@
 # 0.55-0.62 ms of CPU time per step, see results/perf/rtrl_vs_tbptt.md); T-BPTT costs grow with T (GRU, T = 16: 2.1 ms).
 # The source papers' runs are much longer (their exact step count is not recorded in SPEC and was not checked here);
 # use --total-steps to match them.
+import datetime
 import json
 import math
 import os
 import random
+import subprocess
 import sys
 import time
 from collections import deque
@@ -469,6 +471,11 @@ def check_args(args):
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not (args.learning_rate > 0 and 0 <= args.r_min <= args.r_max <= 1):
         raise ValueError("need --learning-rate > 0 and 0 <= --r-min <= --r-max <= 1")
+    for name in ("adam_beta1", "adam_beta2"):
+        if not 0 <= getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(args, name)}")
+    if not args.adam_eps >= 0:
+        raise ValueError(f"--adam-eps must be >= 0, got {args.adam_eps}")
     return isi_interval, gamma
 
 
@@ -483,6 +490,20 @@ def write_summary(path, summary):
         if new:
             f.write(",".join(summary) + "\n")
         f.write(",".join(str(v).replace(",", ";") for v in summary.values()) + "\n")
+
+
+def write_done_marker(run_dir, args, global_step, iterations, wall_time):
+    """The completion marker that sweeps and plots read: the full configuration, the steps done and the commit."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.abspath(__file__)),
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    marker = dict(script=os.path.basename(__file__), args=vars(args), command=sys.argv, global_step=global_step,
+                  iterations=iterations, wall_time_s=round(wall_time, 1), commit=commit,
+                  finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    with open(os.path.join(run_dir, "done.json"), "w") as f:
+        json.dump(marker, f, indent=1)
 
 
 def main(args: Args):
@@ -584,6 +605,8 @@ def main(args: Args):
           f"msre_last_bin={last_bin:.6g} params={n_rec} flops_per_step={flops} sec_per_step={sec_per_step:.4g} "
           f"tbptt_len={summary['tbptt_len']} steps={N}")
     writer.close()
+    # one update per step: the run's steps are its iterations
+    write_done_marker(f"runs/{run_name}", args, N, N, time.perf_counter() - start_time)
     if args.track:
         wandb.finish()
     return summary

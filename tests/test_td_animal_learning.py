@@ -1,4 +1,5 @@
-"""algos/td_animal_learning.py: trace-conditioning statistics, MSRE, exact gradients of every learner, smoke runs.
+"""algos/td_animal_learning.py: trace-conditioning statistics, MSRE, exact gradients of every learner, smoke runs,
+the completion marker done.json and one-line errors.
 
 The gradient references below are independent autograd unrolls of the model equations (SPEC 2.1, 2.2, PyTorch's GRU
 equations) over the full history, written with real arithmetic; they share no code with the learners.
@@ -238,7 +239,11 @@ def test_smoke_run(arch, tmp_path, monkeypatch, capsys):
     assert int(fields["params"]) == summary["params"] and float(fields["sec_per_step"]) > 0
     assert math.isclose(float(fields["msre"]), summary["msre"], rel_tol=1e-5)
     assert (tmp_path / "s.csv").read_text().splitlines()[0].startswith("arch,isi,")
-    assert len(list((tmp_path / "runs").iterdir())) == 1
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    done = json.loads((run_dir / "done.json").read_text())  # the completion marker of a finished run
+    assert done["script"] == "td_animal_learning.py" and done["global_step"] == done["iterations"] == 1000
+    assert done["args"]["arch"] == arch and done["args"]["seed"] == 2 and done["wall_time_s"] >= 0
+    assert isinstance(done["command"], list) and {"commit", "finished"} <= done.keys()
 
 
 def test_cli_json_summary_and_presets(tmp_path):
@@ -260,10 +265,15 @@ def test_bad_input_fails_clearly(tmp_path, monkeypatch, capsys):
         tyro.cli(tdl.Args, args=["--arch", "lstm"])
     assert e.value.code != 0
     for kwargs, words in [(dict(arch="lstm"), "unknown arch"), (dict(isi_interval=(13, 7)), "isi-interval"),
-                          (dict(iti_interval=(0, 5)), "iti-interval"), (dict(num_distractors=11), "num-distractors")]:
+                          (dict(iti_interval=(0, 5)), "iti-interval"), (dict(num_distractors=11), "num-distractors"),
+                          (dict(total_steps=0), "total-steps"), (dict(hidden_size=0), "hidden-size"),
+                          (dict(learning_rate=-1.0), "learning-rate"), (dict(adam_beta1=1.0), "adam-beta1"),
+                          (dict(adam_beta2=-0.5), "adam-beta2"), (dict(adam_eps=-1e-8), "adam-eps")]:
         with pytest.raises(SystemExit) as e:
-            tdl.main(tdl.Args(total_steps=10, **kwargs))
+            tdl.main(tdl.Args(**{"total_steps": 10, **kwargs}))
         assert isinstance(e.value.code, str) and e.value.code.startswith("error:") and words in e.value.code
+        assert "\n" not in e.value.code
+    assert not (tmp_path / "runs").exists()  # nothing is created on bad input
 
 
 def test_divergence_fails_clearly(tmp_path, monkeypatch):
@@ -271,3 +281,4 @@ def test_divergence_fails_clearly(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as e:
         tdl.main(tdl.Args(arch="rtu_linear", learning_rate=1e30, total_steps=2000, msre_bin=1000))
     assert isinstance(e.value.code, str) and "non-finite" in e.value.code
+    assert not list(tmp_path.glob("runs/*/done.json"))  # not complete
