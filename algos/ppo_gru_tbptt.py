@@ -531,6 +531,8 @@ if __name__ == "__main__":
         run_dir, run_name = args.resume, os.path.basename(os.path.normpath(args.resume))
         if checkpoint["global_step"] >= args.num_iterations * args.batch_size:
             print(f"{run_dir} already finished at global_step={checkpoint['global_step']}")
+            if not os.path.exists(os.path.join(run_dir, "done.json")):  # killed between final checkpoint and marker
+                write_done_marker(run_dir, args, checkpoint["global_step"], checkpoint["wall_time"])
             sys.exit(0)
         if os.path.exists(os.path.join(run_dir, "done.json")):
             os.remove(os.path.join(run_dir, "done.json"))  # extended: no longer complete

@@ -114,8 +114,10 @@ def test_finished_run_extends_with_a_larger_total(tmp_path):
     assert run_script(script, *args, "--total-timesteps", "4096", cwd=tmp_path / "a").returncode == 0
     assert run_script(script, *args, cwd=tmp_path / "b").returncode == 0
     short = run_dir_of(tmp_path / "b")
+    os.remove(os.path.join(short, "done.json"))  # as if killed between the final checkpoint and the marker
     proc = run_script(script, *args, "--resume", short, cwd=tmp_path / "b")
     assert proc.returncode == 0 and "already finished" in proc.stdout
+    assert json.load(open(os.path.join(short, "done.json")))["global_step"] == 2048
     proc = run_script(script, *args, "--total-timesteps", "4096", "--resume", short, cwd=tmp_path / "b")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert_same_run(run_dir_of(tmp_path / "a"), short)
