@@ -529,8 +529,10 @@ def test_sweep_signal_stops_its_runs(tmp_path, fake, target, sig):
     runs, pidfile = tmp_path / "runs", tmp_path / "pid"
     e = {k: v for k, v in os.environ.items() if k not in KNOBS}
     e.update(fake, RUNS_DIR=str(runs), FAKE_SLEEP="120", FAKE_PIDFILE=str(pidfile))
+    # SIGINT at its default: a shell started in the background ignores SIGINT, and bash cannot trap an ignored signal
     p = subprocess.Popen(["bash", os.path.join(SCRIPTS, "reacher_pomdp.sh"), "--seeds", "1"], env=e, cwd=ROOT,
-                         start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     child = None
     try:
         deadline = time.time() + 30
