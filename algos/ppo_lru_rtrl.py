@@ -332,8 +332,7 @@ class Agent(nn.Module):
         self.continuous = isinstance(envs.single_action_space, gym.spaces.Box)
         self.hidden_dim, self.encoder_dim = args.hidden_dim, args.encoder_dim
         self.encoder = nn.Sequential(layer_init(nn.Linear(obs_dim, args.encoder_dim)), nn.Tanh())
-        # --compile: the rollout step and the update's step and gradient run as torch.compile'd (fused) code
-        self.lru_step = torch.compile(lru_step) if args.compile else lru_step
+        # --compile: the rollout's policy step and the update's step and gradient run as torch.compile'd (fused) code
         if args.compile:
             self.policy_step = torch.compile(self.policy_step)
         self.state_step = torch.compile(lru_state_step, dynamic=False) if args.compile else lru_state_step
@@ -369,9 +368,10 @@ class Agent(nn.Module):
         return state[:, 0] @ self.C_re.T - state[:, 1] @ self.C_im.T
 
     def step(self, obs, state, traces, reset):
-        """Rollout step (no gradient): returns the new carry, so it can be stored for the next step."""
+        """One recurrent step without sampling, eager (no separate compile): the bootstrap value at a time limit and
+        at the end of a rollout."""
         x = self.encoder(obs)
-        return self.lru_step(self.lru_params(), x, state, traces, reset)
+        return lru_step(self.lru_params(), x, state, traces, reset)
 
     def step_rtrl(self, obs, b_states, b_traces, index, reset):
         """Update step from the stored carries of rows `index` of the rollout buffers: differentiable, with the RTRL

@@ -335,8 +335,7 @@ class Agent(nn.Module):
         self.recurrent_activation = args.activation if args.rtu_variant == "nonlinear" else "linear"
         self.output_activation = {"relu": torch.relu, "tanh": torch.tanh}[args.activation]
         self.encoder = nn.Sequential(layer_init(nn.Linear(obs_dim, args.encoder_dim)), nn.Tanh())
-        # --compile: the rollout step and the update's step and gradient run as torch.compile'd (fused) code
-        self.rtu_step = torch.compile(rtu_step) if args.compile else rtu_step
+        # --compile: the rollout's policy step and the update's step and gradient run as torch.compile'd (fused) code
         if args.compile:
             self.policy_step = torch.compile(self.policy_step)
         self.state_step = torch.compile(rtu_state_step, dynamic=False) if args.compile else rtu_state_step
@@ -371,9 +370,10 @@ class Agent(nn.Module):
         return out if self.recurrent_activation != "linear" else self.output_activation(out)
 
     def step(self, obs, state, traces, reset):
-        """Rollout step (no gradient): returns the new carry, so it can be stored for the next step."""
+        """One recurrent step without sampling, eager (no separate compile): the bootstrap value at a time limit and
+        at the end of a rollout."""
         x = self.encoder(obs)
-        return self.rtu_step(self.rtu_params(), x, state, traces, reset, self.recurrent_activation)
+        return rtu_step(self.rtu_params(), x, state, traces, reset, self.recurrent_activation)
 
     def step_rtrl(self, obs, b_states, b_traces, index, reset):
         """Update step from the stored carries of rows `index` of the rollout buffers: differentiable, with the RTRL
