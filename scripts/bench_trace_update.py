@@ -1,6 +1,6 @@
 """Per-step cost of the exact-RTRL trace updates on CPU: reference path (backend="torch"), eager and torch.compile.
 
-Sizes are the paper's ~24k-parameter budget (SPEC 2.5): RTU n=192 (non-linear; linear with full and with compact
+Sizes are the RTU paper's ~24k-parameter budget: RTU n=192 (non-linear; linear with full and with compact
 traces), eLSTM N=188, D=64, B in {1, 8, 64}.
 Bytes per step are analytic: traces and state read and written, params and x read, at the dtype size.
 GB/s = bytes / time, compared with the copy bandwidth of this machine (dst.copy_(src), read + write bytes / time).
