@@ -42,13 +42,9 @@ class ScriptUnpickler(pickle.Unpickler):
 
 
 def saved_statistics(checkpoint, script):
-    """The normalisation wrapper of the first training env, as pickled in the checkpoint (None if not saved)."""
-    if checkpoint.get("envs") is None:
-        return None
-    env = ScriptUnpickler(checkpoint["envs"], script).load()[0][0]
-    while not hasattr(env, "obs_rms") and hasattr(env, "env"):
-        env = env.env
-    return env if hasattr(env, "obs_rms") else None
+    """The first training env's outermost wrapper (make_env's EpisodeStatsClipNormalize), as pickled in the
+    checkpoint: it holds the observation statistics."""
+    return ScriptUnpickler(checkpoint["envs"], script).load()[0][0]
 
 
 def evaluate(path, episodes, seed=0, capture_video=False):
@@ -61,6 +57,8 @@ def evaluate(path, episodes, seed=0, capture_video=False):
     if not isinstance(checkpoint, dict) or "script" not in checkpoint:
         sys.exit(f"error: {path} is not a checkpoint of the scripts in algos/")
     script = load_script(checkpoint["script"])
+    if not hasattr(script, "make_env"):
+        sys.exit(f"error: {path} is a run of {checkpoint['script']}, which has no environment to evaluate in")
     args = script.Args(**checkpoint["args"])
     args.num_envs = 1
     if hasattr(args, "compile"):
@@ -71,9 +69,8 @@ def evaluate(path, episodes, seed=0, capture_video=False):
     normalize = args.normalize_env if args.normalize_env is not None else family != "popgym"
     run_name = f"eval__{os.path.basename(os.path.dirname(os.path.abspath(path)))}"
     env = script.make_env(args.env_id, 0, capture_video, run_name, args.gamma, normalize)()
-    saved = saved_statistics(checkpoint, script)
-    if normalize and saved is not None:
-        env.obs_rms = saved.obs_rms
+    if normalize:
+        env.obs_rms = saved_statistics(checkpoint, script).obs_rms
     env.update = False  # frozen statistics
     envs = gym.vector.SyncVectorEnv([lambda: env], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     agent = script.Agent(envs, args)

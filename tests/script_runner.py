@@ -1,6 +1,7 @@
 """Helpers for tests that run the single-file scripts in `algos/` end to end."""
 import glob
 import os
+import signal
 import subprocess
 import sys
 
@@ -28,3 +29,59 @@ def read_scalars(cwd):
     acc = EventAccumulator(run_dir)
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def run_and_kill(script, args, cwd, after_iteration, timeout=300):
+    """Start `algos/<script>.py args...` in cwd; SIGKILL it once its checkpoint.pt has reached `after_iteration` and
+    TensorBoard has logged more after it (so that the resumed run has something to drop). Returns the exit code."""
+    import time
+
+    import torch
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    with open(os.path.join(cwd, "killed.log"), "w") as log:
+        proc = subprocess.Popen([sys.executable, os.path.join(ALGOS, f"{script}.py"), *args], cwd=cwd, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        deadline, logged = time.time() + timeout, None
+        try:
+            while proc.poll() is None and time.time() < deadline:
+                if logged is None:
+                    paths = glob.glob(os.path.join(cwd, "runs", "*", "checkpoint.pt"))
+                    if paths and torch.load(paths[0], weights_only=False)["iteration"] >= after_iteration:
+                        (events,) = glob.glob(os.path.join(cwd, "runs", "*", "events.out.tfevents.*"))
+                        logged = os.path.getsize(events)  # at least what the checkpoint covers
+                elif os.path.getsize(events) > logged:
+                    proc.send_signal(signal.SIGKILL)
+                    break
+                time.sleep(0.01)
+        finally:
+            if proc.poll() is None and time.time() >= deadline:
+                proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+TIMING_TAGS = ("charts/SPS", "charts/rollout_time", "charts/update_time")
+
+
+def assert_same_run(cwd_a, cwd_b):
+    """The single runs under cwd_a/runs and cwd_b/runs ended alike: same steps, parameters and optimizer state, the
+    same scalars (timing tags: at the same steps), and both wrote done.json."""
+    import torch
+
+    (dir_a,), (dir_b,) = (glob.glob(os.path.join(cwd, "runs", "*")) for cwd in (cwd_a, cwd_b))
+    a, b = (torch.load(os.path.join(d, "checkpoint.pt"), weights_only=False) for d in (dir_a, dir_b))
+    assert (a["global_step"], a["iteration"]) == (b["global_step"], b["iteration"])
+    assert a["model"].keys() == b["model"].keys()
+    for name, p in a["model"].items():
+        assert torch.equal(p, b["model"][name]), name
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert all(torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])) for k in sa)
+    scalars_a, scalars_b = read_scalars(cwd_a), read_scalars(cwd_b)
+    assert scalars_a.keys() == scalars_b.keys() and len(scalars_a) >= 3
+    for tag in scalars_a:
+        if tag in TIMING_TAGS:
+            assert [s for s, _ in scalars_a[tag]] == [s for s, _ in scalars_b[tag]], tag
+        else:
+            assert scalars_a[tag] == scalars_b[tag], tag
+    assert os.path.isfile(os.path.join(dir_a, "done.json")) and os.path.isfile(os.path.join(dir_b, "done.json"))

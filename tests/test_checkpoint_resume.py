@@ -6,20 +6,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from script_runner import ALGOS, ROOT, run_script
+from script_runner import ROOT, assert_same_run, run_and_kill, run_script
 
 SCRIPTS = ("ppo_rtu_rtrl", "ppo_lru_rtrl", "ppo_gru_tbptt", "ppo_lru_tbptt", "ppo_mlp")
 COMPILED = ("ppo_rtu_rtrl", "ppo_lru_rtrl")  # the scripts with a --compile flag
 # 16 iterations of 128 steps, a checkpoint every 2
 TINY = ("--total-timesteps", "2048", "--num-steps", "128", "--num-minibatches", "4", "--update-epochs", "2",
         "--checkpoint-interval", "2", "--seed", "5")
-TIMING_TAGS = ("charts/SPS", "charts/rollout_time", "charts/update_time")
 
 
 def eager(script):
@@ -40,40 +38,17 @@ def scalars(run_dir):
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
-def run_and_kill(script, args, cwd, after_iteration):
-    """Start a run and SIGKILL it as soon as its checkpoint has reached `after_iteration`: mid-iteration, with
-    events logged after the checkpoint."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, os.path.join(ALGOS, f"{script}.py"), *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        paths = glob.glob(os.path.join(cwd, "runs", "*", "checkpoint.pt"))
-        if paths and torch.load(paths[0], weights_only=False)["iteration"] >= after_iteration:
-            break
-        assert proc.poll() is None, f"the run ended before it was killed: {proc.stderr.read()[-2000:]}"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+def run_and_kill_dir(script, args, cwd, after_iteration):
+    """run_and_kill, checked to have killed the run mid-way; returns the killed run's dir."""
+    assert run_and_kill(script, args, cwd, after_iteration, timeout=600) == -signal.SIGKILL, \
+        open(os.path.join(cwd, "killed.log")).read()[-2000:]
     return run_dir_of(cwd)
 
 
-def assert_same_run(dir_a, dir_b):
+def assert_same_run_dirs(dir_a, dir_b):
     """Same final parameters and optimizer state, same curves (no duplicated or missing steps)."""
-    a = torch.load(os.path.join(dir_a, "checkpoint.pt"), weights_only=False)
-    b = torch.load(os.path.join(dir_b, "checkpoint.pt"), weights_only=False)
-    assert a["global_step"] == b["global_step"]
-    for name in a["model"]:
-        assert torch.equal(a["model"][name], b["model"][name]), name
-    assert torch.equal(a["optimizer"]["state"][0]["exp_avg"], b["optimizer"]["state"][0]["exp_avg"])
-    sa, sb = scalars(dir_a), scalars(dir_b)
-    assert sorted(sa) == sorted(sb)
-    for tag in sa:
-        if tag in TIMING_TAGS:
-            assert [s for s, _ in sa[tag]] == [s for s, _ in sb[tag]], tag
-        else:
-            assert sa[tag] == sb[tag], tag
-    assert len(sa["charts/episodic_return"]) > 0
+    assert_same_run(os.path.dirname(os.path.dirname(dir_a)), os.path.dirname(os.path.dirname(dir_b)))
+    assert len(scalars(dir_a)["charts/episodic_return"]) > 0
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
@@ -82,12 +57,12 @@ def test_killed_and_resumed_run_equals_uninterrupted_run(script, tmp_path):
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     proc = run_script(script, *args, cwd=tmp_path / "a")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    killed = run_and_kill(script, args, tmp_path / "b", after_iteration=4)
+    killed = run_and_kill_dir(script, args, tmp_path / "b", after_iteration=4)
     assert not os.path.exists(os.path.join(killed, "done.json"))
     proc = run_script(script, *args, "--resume", killed, cwd=tmp_path / "b")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed" in proc.stdout
-    assert_same_run(run_dir_of(tmp_path / "a"), killed)
+    assert_same_run_dirs(run_dir_of(tmp_path / "a"), killed)
     marker = json.load(open(os.path.join(killed, "done.json")))
     assert marker["script"] == f"{script}.py" and marker["global_step"] == 2048
     assert marker["args"]["total_timesteps"] == 2048 and marker["args"]["env_id"] == "popgym-RepeatPreviousEasy-v0"
@@ -101,10 +76,10 @@ def test_resume_is_exact_on_mujoco(script, compiled, tmp_path):
     (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
     proc = run_script(script, *args, cwd=tmp_path / "a")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    killed = run_and_kill(script, args, tmp_path / "b", after_iteration=4)
+    killed = run_and_kill_dir(script, args, tmp_path / "b", after_iteration=4)
     proc = run_script(script, *args, "--resume", killed, cwd=tmp_path / "b")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert_same_run(run_dir_of(tmp_path / "a"), killed)
+    assert_same_run_dirs(run_dir_of(tmp_path / "a"), killed)
 
 
 def test_finished_run_extends_with_a_larger_total(tmp_path):
@@ -120,7 +95,7 @@ def test_finished_run_extends_with_a_larger_total(tmp_path):
     assert json.load(open(os.path.join(short, "done.json")))["global_step"] == 2048
     proc = run_script(script, *args, "--total-timesteps", "4096", "--resume", short, cwd=tmp_path / "b")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert_same_run(run_dir_of(tmp_path / "a"), short)
+    assert_same_run_dirs(run_dir_of(tmp_path / "a"), short)
     assert json.load(open(os.path.join(short, "done.json")))["global_step"] == 4096
 
 

@@ -14,9 +14,7 @@ import os
 import re
 import runpy
 import signal
-import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
@@ -24,7 +22,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from script_runner import ALGOS, read_scalars, run_script
+from script_runner import ALGOS, assert_same_run, read_scalars, run_and_kill, run_script
 
 import copy_task_elstm
 import r2ac_elstm
@@ -287,7 +285,6 @@ def test_policy_step_is_the_training_step_without_gradient(continuous):
 # ---------------------------------------------------------------------------------------------------------------
 # Checkpoints: kill (SIGKILL) and resume, extension, refusals, bad input, divergence
 # ---------------------------------------------------------------------------------------------------------------
-TIMING_TAG = re.compile(r"charts/SPS$|_time$")
 R2AC_POPGYM = ("r2ac_elstm", "--env-id", "popgym-RepeatPreviousEasy-v0", "--num-envs", "4", "--segment-len", "5",
                "--hidden-dim", "8", "--encoder-dim", "8", "--checkpoint-interval", "7")
 # MuJoCo physics, its RNG (the reset after the time limit at step 1000) and normalisation statistics in the env state;
@@ -322,36 +319,10 @@ def _checkpoint(run_dir):
     return torch.load(run_dir / "checkpoint.pt", weights_only=False)
 
 
-def _kill_after(script, args, cwd, k, timeout=300):
-    """Start the run; SIGKILL it once its checkpoint.pt has iteration >= k and TensorBoard has logged more after it
-    (so that the resumed run has something to drop)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    with open(cwd / "killed.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, os.path.join(ALGOS, f"{script}.py"), *args], cwd=cwd, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-        deadline, logged = time.time() + timeout, None
-        try:
-            while proc.poll() is None and time.time() < deadline:
-                if logged is None:
-                    paths = list(cwd.glob("runs/*/checkpoint.pt"))
-                    if paths and torch.load(paths[0], weights_only=False)["iteration"] >= k:
-                        (events,) = cwd.glob("runs/*/events.out.tfevents.*")
-                        logged = events.stat().st_size  # at least what the checkpoint covers
-                elif events.stat().st_size > logged:
-                    proc.send_signal(signal.SIGKILL)
-                    break
-                time.sleep(0.01)
-        finally:
-            if proc.poll() is None and time.time() >= deadline:
-                proc.kill()
-            proc.wait()
-    return proc.returncode
-
-
 def _kill_case(name, full, killed, extended):
     (script, *args), k = KILL_CASES[name]
     out = {"full": run_script(script, *args, cwd=full, timeout=600), "full_cwd": full, "killed_cwd": killed}
-    out["kill_rc"] = _kill_after(script, args, killed, k)
+    out["kill_rc"] = run_and_kill(script, args, killed, k)
     checkpoint = _checkpoint(_run_dir(killed))
     out["killed_at"] = checkpoint["iteration"]
     out["logged_after"] = max(step for values in read_scalars(killed).values() for step, _ in values) > \
@@ -389,19 +360,7 @@ def checkpoint_runs(tmp_path_factory):
 
 def _assert_same_run(cwd_a, cwd_b):
     """Identical final parameters (and optimizer state), identical TensorBoard scalars except timing, both complete."""
-    a, b = _checkpoint(_run_dir(cwd_a)), _checkpoint(_run_dir(cwd_b))
-    assert (a["global_step"], a["iteration"]) == (b["global_step"], b["iteration"])
-    assert a["model"].keys() == b["model"].keys()
-    for name, p in a["model"].items():
-        assert torch.equal(p, b["model"][name]), name
-    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
-        assert all(torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])) for k in sa)
-    scalars_a, scalars_b = ({tag: v for tag, v in read_scalars(cwd).items() if not TIMING_TAG.search(tag)}
-                            for cwd in (cwd_a, cwd_b))
-    assert scalars_a.keys() == scalars_b.keys() and len(scalars_a) >= 3
-    for tag in scalars_a:
-        assert scalars_a[tag] == scalars_b[tag], tag
-    assert (_run_dir(cwd_a) / "done.json").is_file() and (_run_dir(cwd_b) / "done.json").is_file()
+    assert_same_run(cwd_a, cwd_b)
     if (_run_dir(cwd_a) / "curve.csv").exists():  # copy task: the rows after the checkpoint are dropped too
         curves = [[row.split(",")[:3] + row.split(",")[4:]  # (without the wall_time column)
                    for row in (_run_dir(cwd) / "curve.csv").read_text().splitlines()] for cwd in (cwd_a, cwd_b)]
