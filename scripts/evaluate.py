@@ -68,7 +68,8 @@ def evaluate(path, episodes, seed=0, capture_video=False):
         script.check_video(family)
     normalize = args.normalize_env if args.normalize_env is not None else family != "popgym"
     run_name = f"eval__{os.path.basename(os.path.dirname(os.path.abspath(path)))}"
-    env = script.make_env(args.env_id, 0, capture_video, run_name, args.gamma, normalize)()
+    options = {k: getattr(args, k) for k in ("obs_norm", "popgym_obs", "first_step_copy", "prev_reward") if hasattr(args, k)}
+    env = script.make_env(args.env_id, 0, capture_video, run_name, args.gamma, normalize, **options)()
     if normalize:
         env.obs_rms = saved_statistics(checkpoint, script).obs_rms
     env.update = False  # frozen statistics
