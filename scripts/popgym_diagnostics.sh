@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# PPO on popgym-RepeatFirstEasy-v0: which input or normalisation lets a setting learn the first card's suit?
+# 500k env steps, seeds 1 2. Each setting changes the observation or normalisation of the defaults only:
+#   *_pooled      observations and rewards normalised as in the official RTU code (one mean/variance pooled over
+#                 all features; rewards divided by the running std of the discounted return)
+#   *_raw_pooled  the same, with the env's own observation only (the card, no previous action, no first-step flag),
+#                 as the JAX ports the official code runs
+#   *_copy        the observation plus a copy of it that is zero after the first step (the cue as its own input)
+#   *_prevreward  the observation plus the previous reward (then a memoryless policy can repeat a rewarded action)
+# Example: scripts/popgym_diagnostics.sh -j 2
+#   plot: python scripts/plot.py --runs runs --out results/popgym/diagnostics --envs ^popgym-RepeatFirst --exps . --popgym
+source "$(dirname "${BASH_SOURCE[0]}")/sweep_lib.sh"
+sweep_init popgym_diagnostics "1 2" 500000 "$@"
+declare -A DIAGNOSTICS=(
+  [mlp_prevreward]="ppo_mlp --prev-reward"
+  [rtu_nonlinear_copy]="ppo_rtu_rtrl --rtu-variant nonlinear --first-step-copy"
+  [rtu_nonlinear_pooled]="ppo_rtu_rtrl --rtu-variant nonlinear --normalize-env --obs-norm pooled"
+  [rtu_nonlinear_raw_pooled]="ppo_rtu_rtrl --rtu-variant nonlinear --popgym-obs raw --normalize-env --obs-norm pooled"
+  [gru_raw_pooled]="ppo_gru_tbptt --popgym-obs raw --normalize-env --obs-norm pooled"
+)
+ENV=popgym-RepeatFirstEasy-v0
+for seed in $SEEDS; do
+  for setting in ${SETTINGS:-mlp_prevreward rtu_nonlinear_copy rtu_nonlinear_pooled rtu_nonlinear_raw_pooled gru_raw_pooled}; do
+    [[ -n ${DIAGNOSTICS[$setting]:-} ]] || _sweep_die "unknown setting '$setting' (known: ${!DIAGNOSTICS[*]})"
+    spec=(${DIAGNOSTICS[$setting]})
+    sweep_add "$ENV" "$setting" "$seed" "${spec[0]}" --env-id "$ENV" --seed "$seed" --total-timesteps "$STEPS" \
+      --exp-name "$setting" "${spec[@]:1}"
+  done
+done
+sweep_finish
