@@ -107,6 +107,17 @@ class Args:
     """treat time-limit truncation as termination (the paper's choice) instead of bootstrapping from the final observation"""
     normalize_env: Optional[bool] = None
     """normalise observations and rewards (CleanRL wrappers); default: on for MuJoCo, off for POPGym (SPEC 7)"""
+    obs_norm: Literal["feature", "pooled"] = "feature"
+    """observation statistics per feature (CleanRL) or one mean and variance pooled over all features (the official
+    RTU code's, with its one unbatched env)"""
+    popgym_obs: Literal["baselines", "raw"] = "baselines"
+    """POPGym observation: the env's own plus the previous action and a first-step flag (POPGym baselines' wrapping),
+    or the env's own only (as in the JAX ports the official RTU code runs)"""
+    prev_reward: bool = False
+    """append the previous reward (as the agent receives it, 0 at an episode's first step) to the observation"""
+    first_step_copy: bool = False
+    """diagnostic: append a copy of the observation that is zero after an episode's first step (hands the cue to
+    remember to the recurrent layer as an input of its own)"""
 
     # Model specific arguments
     encoder_dim: int = 64
@@ -154,57 +165,66 @@ class KeepObservationIndices(gym.ObservationWrapper):
         return obs[self.indices]
 
 
-class ReacherPOMDP(gym.Wrapper):
-    """Reacher-POMDP-v5: the target is visible at the first step of an episode only (obs 4,5,8,9 zero afterwards)."""
-
-    def step(self, action):
-        obs, reward, terminated, truncated, info = self.env.step(action)
-        obs = obs.copy()
-        obs[REACHER_HIDDEN_INDICES] = 0.0
-        return obs, reward, terminated, truncated, info
-
-
-def running_moments(mean, var, count, x):
-    """Add one sample x to a running mean/variance (Chan et al.'s parallel update, as gymnasium's RunningMeanStd)."""
-    delta = x - mean
-    total = count + 1
-    return mean + delta / total, (var * count + np.square(delta) * count / total) / total, total
+def running_moments(mean, var, count, batch_mean, batch_var=0.0, batch_count=1):
+    """Merge a batch's moments into running ones (Chan et al.'s parallel update, as gymnasium's RunningMeanStd);
+    one sample x is the batch (x, 0, 1)."""
+    delta = batch_mean - mean
+    total = count + batch_count
+    new_var = (var * count + batch_var * batch_count + np.square(delta) * count * batch_count / total) / total
+    return mean + delta * batch_count / total, new_var, total
 
 
 class EpisodeStatsClipNormalize(gym.Wrapper):
     """CleanRL's wrapper stack in one pass per step, with gymnasium's arithmetic: FlattenObservation,
     RecordEpisodeStatistics (raw returns in info["episode"]), ClipAction, and optionally NormalizeObservation,
-    NormalizeReward and the two clips at +-10. obs -> clip((obs - mean) / sqrt(var + 1e-8)) with running statistics of the raw observations; reward ->
-    clip(r / sqrt(var_G + 1e-8)), var_G the running variance of the discounted return G <- gamma G (1 - term) + r.
-    `update = False` freezes the statistics (evaluation)."""
+    NormalizeReward and the two clips at +-10. obs -> clip((obs - mean) / sqrt(var + 1e-8)) with running statistics
+    of the raw observations; reward -> clip(r / sqrt(var_G + 1e-8)), var_G the running variance of the discounted
+    return G <- gamma G (1 - term) + r. `update = False` freezes the statistics (evaluation).
+    Options: `pooled` keeps one mean and variance over all features (an observation adds its d entries as d
+    samples). `hide_after_first` lists entries shown at an episode's first step only; they are zeroed after
+    normalisation, so their statistics see every step and the first-step cue keeps the fully observed task's scale.
+    `first_step_copy` and `prev_reward` append inputs after normalisation."""
 
-    def __init__(self, env, gamma, normalize, clip=10.0, eps=1e-8):
+    def __init__(self, env, gamma, normalize, pooled=False, hide_after_first=(), first_step_copy=False,
+                 prev_reward=False, clip=10.0, eps=1e-8):
         super().__init__(env)
         self.gamma, self.normalize, self.clip, self.eps, self.update = gamma, normalize, clip, eps, True
+        self.pooled, self.hidden = pooled, list(hide_after_first)
+        self.first_step_copy, self.prev_reward = first_step_copy, prev_reward
         self.box = env.action_space if isinstance(env.action_space, gym.spaces.Box) else None
         if self.box is not None:
             self.action_space = gym.spaces.Box(-np.inf, np.inf, self.box.shape, self.box.dtype)
         self.observation_space = gym.spaces.flatten_space(env.observation_space)
         shape = self.observation_space.shape
         # mean, var, count; float32 at the start as gymnasium's (its first update rounds var * count in float32)
-        self.obs_rms = [np.zeros(shape, np.float32), np.ones(shape, np.float32), 1e-4]
+        self.obs_rms = [np.zeros(() if pooled else shape, np.float32), np.ones(() if pooled else shape, np.float32), 1e-4]
         self.ret_rms, self.G = [0.0, 1.0, 1e-4], 0.0
         if normalize:
             self.observation_space = gym.spaces.Box(-clip, clip, shape, np.float32)
+        if first_step_copy or prev_reward:
+            size = shape[0] * (1 + first_step_copy) + prev_reward
+            self.observation_space = gym.spaces.Box(-np.inf, np.inf, (size,), np.float32)
         self.episode_return, self.episode_length = 0.0, 0
 
-    def _obs(self, obs):
+    def _obs(self, obs, first, reward=0.0):
         obs = gym.spaces.flatten(self.env.observation_space, obs)
-        if not self.normalize:
-            return obs
-        if self.update:
-            self.obs_rms = list(running_moments(*self.obs_rms, obs))
-        return np.clip(np.float32((obs - self.obs_rms[0]) / np.sqrt(self.obs_rms[1] + self.eps)), -self.clip, self.clip)
+        if self.normalize:
+            if self.update:
+                moments = (obs.mean(), obs.var(), obs.size) if self.pooled else (obs,)
+                self.obs_rms = list(running_moments(*self.obs_rms, *moments))
+            obs = np.clip(np.float32((obs - self.obs_rms[0]) / np.sqrt(self.obs_rms[1] + self.eps)), -self.clip, self.clip)
+        if self.hidden and not first:
+            obs = obs.copy()
+            obs[self.hidden] = 0.0
+        if self.first_step_copy or self.prev_reward:
+            copy = [obs if first else np.zeros_like(obs)] if self.first_step_copy else []
+            obs = np.concatenate([obs, *copy, [reward] if self.prev_reward else []], dtype=np.float32)
+        return obs
 
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
         self.episode_return, self.episode_length = 0.0, 0
-        return self._obs(obs), info
+        return self._obs(obs, first=True), info
 
     def step(self, action):
         if self.box is not None:
@@ -219,7 +239,7 @@ class EpisodeStatsClipNormalize(gym.Wrapper):
             if self.update:
                 self.ret_rms = list(running_moments(*self.ret_rms, self.G))
             reward = np.clip(reward / np.sqrt(self.ret_rms[1] + self.eps), -self.clip, self.clip)
-        return self._obs(obs), reward, terminated, truncated, info
+        return self._obs(obs, False, reward), reward, terminated, truncated, info
 
 
 def env_family(env_id: str) -> str:
@@ -239,17 +259,19 @@ def env_family(env_id: str) -> str:
     sys.exit(f"error: unknown env id {env_id!r}; supported: {SUPPORTED_ENVS}")
 
 
-def make_env(env_id, idx, capture_video, run_name, gamma, normalize):
+def make_env(env_id, idx, capture_video, run_name, gamma, normalize, obs_norm="feature", popgym_obs="baselines",
+             first_step_copy=False, prev_reward=False):
     family = env_family(env_id)
 
     def thunk():
         render_mode = "rgb_array" if capture_video and idx == 0 else None
+        hidden = []
         if family == "popgym":
             from popgym import wrappers as pw
 
             env = gym.envs.registration.load_env_creator(gym.spec(env_id).entry_point)()  # the raw popgym class
-            # POPGym baselines' wrapping: previous action + antialias flag, then one-hot flattening.
-            env = pw.Flatten(pw.Antialias(pw.PreviousAction(env)))
+            if popgym_obs == "baselines":  # POPGym baselines' wrapping: previous action + antialias (first-step) flag
+                env = pw.Flatten(pw.Antialias(pw.PreviousAction(env)))
             if isinstance(env.action_space, gym.spaces.MultiDiscrete):
                 env = pw.DiscreteAction(env)
         elif family == "mujoco_pv":
@@ -258,13 +280,14 @@ def make_env(env_id, idx, capture_video, run_name, gamma, normalize):
             env = gym.make(f"{name}-v5", render_mode=render_mode, disable_env_checker=True, **kwargs)
             env = KeepObservationIndices(env, MUJOCO_PV_INDICES[name][variant == "V"])
         elif family == "reacher_pomdp":
-            env = ReacherPOMDP(gym.make("Reacher-v5", render_mode=render_mode, disable_env_checker=True))
+            env = gym.make("Reacher-v5", render_mode=render_mode, disable_env_checker=True)
+            hidden = REACHER_HIDDEN_INDICES  # the target: shown at the first step only
         else:
             kwargs = {"include_cfrc_ext_in_observation": False} if env_id.startswith("Ant-") else {}
             env = gym.make(env_id, render_mode=render_mode, disable_env_checker=True, **kwargs)
         if render_mode is not None:
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", gc_trigger=None)  # None: picklable
-        return EpisodeStatsClipNormalize(env, gamma, normalize)
+        return EpisodeStatsClipNormalize(env, gamma, normalize, obs_norm == "pooled", hidden, first_step_copy, prev_reward)
 
     return thunk
 
@@ -608,7 +631,8 @@ if __name__ == "__main__":
     # env setup: SAME_STEP autoreset, so a step that ends an episode returns the next episode's first observation
     # and the final observation sits in infos["final_obs"]; no fake transition is ever inserted (SPEC 10).
     envs = gym.vector.SyncVectorEnv(
-        [make_env(args.env_id, i, args.capture_video, run_name, args.gamma, normalize) for i in range(args.num_envs)],
+        [make_env(args.env_id, i, args.capture_video, run_name, args.gamma, normalize, args.obs_norm, args.popgym_obs,
+                  args.first_step_copy, args.prev_reward) for i in range(args.num_envs)],
         autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
     )
     agent = Agent(envs, args).to(device)
