@@ -7,11 +7,14 @@
 #                 as the JAX ports the official code runs
 #   *_copy        the observation plus a copy of it that is zero after the first step (the cue as its own input)
 #   *_prevreward  the observation plus the previous reward (then a memoryless policy can repeat a rewarded action)
+#   mlp           the memoryless MLP at the defaults (can a policy without memory solve the default input?)
 # Example: scripts/popgym_diagnostics.sh -j 2
 #   plot: python scripts/plot.py --runs runs --out results/popgym/diagnostics --envs ^popgym-RepeatFirst --exps . --popgym
 source "$(dirname "${BASH_SOURCE[0]}")/sweep_lib.sh"
 sweep_init popgym_diagnostics "1 2" 500000 "$@"
 declare -A DIAGNOSTICS=(
+  [mlp]="ppo_mlp"
+  [mlp_raw_pooled]="ppo_mlp --popgym-obs raw --normalize-env --obs-norm pooled"
   [mlp_prevreward]="ppo_mlp --prev-reward"
   [rtu_nonlinear_copy]="ppo_rtu_rtrl --rtu-variant nonlinear --first-step-copy"
   [rtu_nonlinear_pooled]="ppo_rtu_rtrl --rtu-variant nonlinear --normalize-env --obs-norm pooled"
@@ -20,7 +23,7 @@ declare -A DIAGNOSTICS=(
 )
 ENV=popgym-RepeatFirstEasy-v0
 for seed in $SEEDS; do
-  for setting in ${SETTINGS:-mlp_prevreward rtu_nonlinear_copy rtu_nonlinear_pooled rtu_nonlinear_raw_pooled gru_raw_pooled}; do
+  for setting in ${SETTINGS:-mlp rtu_nonlinear_copy rtu_nonlinear_raw_pooled gru_raw_pooled mlp_raw_pooled rtu_nonlinear_pooled mlp_prevreward}; do
     [[ -n ${DIAGNOSTICS[$setting]:-} ]] || _sweep_die "unknown setting '$setting' (known: ${!DIAGNOSTICS[*]})"
     spec=(${DIAGNOSTICS[$setting]})
     sweep_add "$ENV" "$setting" "$seed" "${spec[0]}" --env-id "$ENV" --seed "$seed" --total-timesteps "$STEPS" \
