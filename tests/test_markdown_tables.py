@@ -1,10 +1,10 @@
 """Every pipe table in the committed markdown renders on GitHub with all its cells.
 
-GitHub (cmark-gfm; GitHub Flavored Markdown, section "Tables (extension)") splits a table row at every `|` that does not directly follow a
-backslash, also inside backtick code spans: write a literal pipe in a cell as `\\|` (it renders as `|`, in code spans
-too). A header row whose cell count differs from the delimiter row's is not rendered as a table at all; a body row
-with more cells loses the extra ones without a warning, one with fewer gets empty cells. So every row of a table must
-have as many cells as its delimiter row.
+GitHub (cmark-gfm; GitHub Flavored Markdown, section "Tables (extension)") splits a table row at every `|` that does
+not directly follow a backslash, also inside backtick code spans: write a literal pipe in a cell as `\\|` (it renders
+as `|`, in code spans too). A header row whose cell count differs from the delimiter row's is not rendered as a table
+at all; a body row with more cells loses the extra ones without a warning, one with fewer gets empty cells. So every
+row of a table must have as many cells as its delimiter row.
 """
 import os
 import re
@@ -20,8 +20,8 @@ FENCE = re.compile(r"^(`{3,}|~{3,})")
 HTML_BLOCK_TAGS = ("address|article|aside|blockquote|details|dialog|div|dl|figure|footer|form|h[1-6]|header|hr|li|"
                    "main|nav|ol|p|pre|script|section|style|summary|table|tbody|td|textarea|tfoot|th|thead|tr|ul")
 BLOCK_START = re.compile(r"^(#{1,6}(\s|$)|>|`{3,}|~{3,}|[-*+]\s|\d{1,9}[.)]\s|(-\s*){3,}$|(\*\s*){3,}$|(_\s*){3,}$"
-                         r"|<!--|<\?|<![A-Za-z]|</?(" + HTML_BLOCK_TAGS + r")(\s|/?>|$)|</?[A-Za-z][A-Za-z0-9-]*[^<>]*>\s*$)",
-                         re.IGNORECASE)
+                         r"|<!--|<\?|<![A-Za-z]|</?(" + HTML_BLOCK_TAGS + r")(\s|/?>|$)"
+                         r"|</?[A-Za-z][A-Za-z0-9-]*[^<>]*>\s*$)", re.IGNORECASE)
 
 
 def split_cells(row: str) -> list:
