@@ -1,6 +1,6 @@
-# Copy task diagnostic (Irie et al. 2024, SPEC 5): an eLSTM trained FULLY ONLINE by exact RTRL (one gradient step per
+# Copy task diagnostic (Irie et al. 2024): an eLSTM trained FULLY ONLINE by exact RTRL (one gradient step per
 # token) learns to reproduce a random bit pattern. --grad-method bptt trains the same model by full BPTT for comparison.
-# Docs: README.md; equations: SPEC section 2.3 (eLSTM and its RTRL).
+# Docs: README.md; the eLSTM and its RTRL sensitivities: triton_kernels/elstm.py (Irie et al. 2024, arXiv 2305.19044).
 #
 # Protocol (the official generator's, IDSIA/rtrl-elstm diagnostic/utils/copy_task_generator.py):
 #   vocabulary of inputs, one-hot D = 3: 0 = bit 0, 1 = bit 1, 2 = the "blank / recall" token.
@@ -153,7 +153,7 @@ class SequenceStreams:
 # Model: one-hot input -> eLSTM (RTRL or BPTT) -> output gate -> linear read-out (2 classes)
 # ---------------------------------------------------------------------------------------------------------------
 class ELSTMStepRTRL(torch.autograd.Function):
-    """One eLSTM step (SPEC 2.3) whose backward is exact RTRL (same as in algos/r2ac_elstm.py).
+    """One eLSTM step (triton_kernels/elstm.py) whose backward is exact RTRL (same as in algos/r2ac_elstm.py).
 
     forward: new cell state and new traces (non-differentiable outputs: the next step's carry).
     backward: eLSTM parameter gradients sum_b delta_t * S_t from the new traces; x_t gets the one-step gradient.

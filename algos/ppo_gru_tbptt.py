@@ -1,5 +1,5 @@
 # PPO + GRU trained by truncated backpropagation through time (T-BPTT): the baseline of the RTRL scripts.
-# Docs: README.md; equations: SPEC sections 2.4 (GRU and LRU under truncated BPTT) and 4 (PPO with T-BPTT).
+# Docs: README.md; the GRU is torch.nn.GRUCell (PyTorch's GRU equations, both biases).
 #
 # The T-BPTT scheme in one paragraph: during the rollout every step stores the recurrent state from BEFORE the step.
 # The PPO update cuts the rollout of each env into windows of --tbptt-len steps (a window never crosses envs),
@@ -57,7 +57,7 @@ class Args:
     resume: Optional[str] = None
     """continue the run in this run dir from its checkpoint (its saved args; a larger --total-timesteps extends it)"""
 
-    # Algorithm specific arguments (defaults: the official RTU configuration, SPEC section 3)
+    # Algorithm specific arguments (defaults: the PPO configuration of the official RTU code, Elelimy et al. 2024)
     env_id: str = "HalfCheetah-P-v5"
     """the id of the environment (MuJoCo -P/-V, MuJoCo v5, Reacher-POMDP-v5 or popgym-*-v0)"""
     total_timesteps: int = 1_000_000
@@ -95,7 +95,7 @@ class Args:
     truncation_as_termination: bool = False
     """treat time-limit truncation as termination (the paper's choice) instead of bootstrapping from the final observation"""
     normalize_env: Optional[bool] = None
-    """normalise observations and rewards (CleanRL wrappers); default: on for MuJoCo, off for POPGym (SPEC 7)"""
+    """normalise observations and rewards (CleanRL wrappers); default: on for MuJoCo, off for POPGym"""
     obs_norm: Literal["feature", "pooled"] = "feature"
     """observation statistics per feature (CleanRL) or one mean and variance pooled over all features (the official
     RTU code's, with its one unbatched env)"""
@@ -112,7 +112,7 @@ class Args:
     encoder_dim: int = 64
     """D: width of the observation encoder Dense+tanh, the input of the recurrent layer"""
     hidden_dim: int = 64
-    """n: GRU hidden size (with both biases: 3*(n*D + n*n + 2n) = 24,960 recurrent params at n = D = 64, SPEC 2.5)"""
+    """n: GRU hidden size (with both biases: 3*(n*D + n*n + 2n) = 24,960 recurrent params at n = D = 64, the RTU paper's ~24k)"""
     head_dim: int = 64
     """width of the actor and critic hidden layers"""
     tbptt_len: int = 16
@@ -132,7 +132,7 @@ class Args:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Environments (SPEC section 7)
+# Environments: the partially observable tasks of Elelimy et al. 2024, built on gymnasium v5 and popgym
 # ---------------------------------------------------------------------------------------------------------------
 # Observation indices kept by the MuJoCo -P (positions) and -V (velocities) variants, gymnasium v5 layout.
 MUJOCO_PV_INDICES = {
@@ -357,7 +357,7 @@ class Agent(nn.Module):
         return self.cell(self.encoder(obs), state, reset)
 
     def unroll(self, obs, state, dones):
-        """The update's T-BPTT forward over a minibatch of M windows (SPEC 4), differentiable by autograd.
+        """The update's T-BPTT forward over a minibatch of M windows, differentiable by autograd.
 
         obs (M, T, ...) and dones (M, T) ("done BEFORE step": resets the state) of each window; state (M, n): the stored
         state from before each window's first step (a constant, where the gradient is truncated). Returns the M*T
@@ -400,7 +400,7 @@ class Agent(nn.Module):
 
 
 def to_windows(x, tbptt_len):
-    """Cut a rollout buffer (num_steps, num_envs, ...) into T-BPTT windows that never cross envs (SPEC 4, 10).
+    """Cut a rollout buffer (num_steps, num_envs, ...) into T-BPTT windows that never cross envs.
 
     Returns (num_windows * tbptt_len, ...), window-major: window w = k*num_envs + env holds steps k*T .. k*T+T-1 of
     that env, its step t sits at flat index w*T + t. The rows of a set of windows are window_indices(windows, T).
@@ -580,7 +580,7 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup: SAME_STEP autoreset, so a step that ends an episode returns the next episode's first observation
-    # and the final observation sits in infos["final_obs"]; no fake transition is ever inserted (SPEC 10).
+    # and the final observation sits in infos["final_obs"]; no fake transition is inserted (NEXT_STEP would).
     envs = gym.vector.SyncVectorEnv(
         [make_env(args.env_id, i, args.capture_video, run_name, args.gamma, normalize, args.obs_norm, args.popgym_obs,
                   args.first_step_copy, args.prev_reward) for i in range(args.num_envs)],
@@ -593,7 +593,7 @@ if __name__ == "__main__":
     if checkpoint is None:
         writer.add_text("model/recurrent_parameters", str(num_recurrent))
 
-    # ALGO Logic: storage setup. The recurrent state is stored from BEFORE each step (SPEC 4).
+    # ALGO Logic: storage setup. The recurrent state is stored from BEFORE each step.
     n, T, N = args.hidden_dim, args.num_steps, args.num_envs
     obs = torch.zeros((T, N) + envs.single_observation_space.shape).to(device)
     actions = torch.zeros((T, N) + envs.single_action_space.shape).to(device)
@@ -648,7 +648,7 @@ if __name__ == "__main__":
             # TRY NOT TO MODIFY: execute the game and log data.
             next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
             if not args.truncation_as_termination and truncations.any():
-                # Bootstrap time-limit truncation with V(final obs), computed from the pre-reset state (SPEC 3).
+                # Bootstrap time-limit truncation with V(final obs), computed from the pre-reset state.
                 trunc = np.flatnonzero(truncations & ~terminations)
                 final_obs = torch.tensor(np.stack(infos["final_obs"][trunc]), dtype=torch.float32, device=device)
                 with torch.inference_mode():
@@ -683,7 +683,7 @@ if __name__ == "__main__":
                     nextvalues = next_value
                 else:
                     nextvalues = values[t + 1]
-                nextnonterminal = 1.0 - dones_after[t]  # the separate "done after step" array (SPEC 4)
+                nextnonterminal = 1.0 - dones_after[t]  # the separate "done after step" array
                 delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
                 advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
             returns = advantages + values
@@ -709,7 +709,7 @@ if __name__ == "__main__":
                 mb_windows = torch.as_tensor(b_inds[start:end], device=device)
                 mb_inds = window_indices(mb_windows, L)
 
-                # unroll the GRU over each window from its stored state, resets inside the window (T-BPTT, SPEC 4)
+                # unroll the GRU over each window from its stored state, resets inside the window (T-BPTT)
                 new_state = agent.unroll(b_obs[mb_inds].unflatten(0, (-1, L)), b_states[mb_windows],
                                          b_dones[mb_inds].unflatten(0, (-1, L)))
                 _, newlogprob, entropy, newvalue = agent.get_action_and_value(new_state, b_actions[mb_inds])
@@ -717,7 +717,7 @@ if __name__ == "__main__":
                 ratio = logratio.exp()
 
                 with torch.no_grad():
-                    if epoch == 0 and start == 0:  # parameters not updated yet: the ratio must be 1 (SPEC 4)
+                    if epoch == 0 and start == 0:  # parameters not updated yet: the ratio must be 1
                         first_ratio_error = (ratio - 1).abs().max()
                     # calculate approx_kl http://joschu.net/blog/kl-approx.html
                     old_approx_kl = (-logratio).mean()

@@ -1,10 +1,12 @@
 # PPO + online LRU (Linear Recurrent Unit) trained by exact Real-Time Recurrent Learning.
-# Docs: README.md; equations: SPEC sections 2.2 (online LRU and its RTRL) and 3 (the "stale gradient" PPO scheme).
+# Docs: README.md; the online LRU and its RTRL traces: triton_kernels/lru.py (Elelimy et al. 2024).
 #
 # The RTRL scheme in one paragraph: during the rollout every step stores the recurrent carry from BEFORE the step
 # (state and all RTRL traces). The PPO update shuffles single transitions, re-runs ONE recurrent step from the
 # stored carry with the current parameters, and the recurrent parameters take their gradient from the new traces
 # (which summarise the whole history), while the encoder gets the one-step gradient. Sequences are never re-unrolled.
+# The stored traces were computed with the rollout's parameters and are not recomputed: a "stale" gradient, as in
+# Elelimy et al. 2024, whose ablation found it better than a recomputed one (README: "How PPO with RTRL works here").
 import datetime
 import json
 import os
@@ -60,7 +62,7 @@ class Args:
     resume: Optional[str] = None
     """continue the run in this run dir from its checkpoint (its saved args; a larger --total-timesteps extends it)"""
 
-    # Algorithm specific arguments (defaults: the official RTU configuration, SPEC section 3)
+    # Algorithm specific arguments (defaults: the PPO configuration of the official RTU code, Elelimy et al. 2024)
     env_id: str = "HalfCheetah-P-v5"
     """the id of the environment (MuJoCo -P/-V, MuJoCo v5, Reacher-POMDP-v5 or popgym-*-v0)"""
     total_timesteps: int = 1_000_000
@@ -98,7 +100,7 @@ class Args:
     truncation_as_termination: bool = False
     """treat time-limit truncation as termination (the paper's choice) instead of bootstrapping from the final observation"""
     normalize_env: Optional[bool] = None
-    """normalise observations and rewards (CleanRL wrappers); default: on for MuJoCo, off for POPGym (SPEC 7)"""
+    """normalise observations and rewards (CleanRL wrappers); default: on for MuJoCo, off for POPGym"""
     obs_norm: Literal["feature", "pooled"] = "feature"
     """observation statistics per feature (CleanRL) or one mean and variance pooled over all features (the official
     RTU code's, with its one unbatched env)"""
@@ -115,7 +117,7 @@ class Args:
     encoder_dim: int = 64
     """D: width of the observation encoder Dense+tanh, the input of the recurrent layer"""
     hidden_dim: int = 82
-    """n: number of complex LRU units; the readout y = Re(C h) is n wide (C is n x n), ~24k recurrent params (SPEC 2.5)"""
+    """n: number of complex LRU units; the readout y = Re(C h) is n wide (C is n x n), ~24k recurrent params as in the RTU paper"""
     head_dim: int = 64
     """width of the actor and critic hidden layers"""
     r_min: float = 0.0
@@ -138,7 +140,7 @@ class Args:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Environments (SPEC section 7)
+# Environments: the partially observable tasks of Elelimy et al. 2024, built on gymnasium v5 and popgym
 # ---------------------------------------------------------------------------------------------------------------
 # Observation indices kept by the MuJoCo -P (positions) and -V (velocities) variants, gymnasium v5 layout.
 MUJOCO_PV_INDICES = {
@@ -303,12 +305,12 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
 
 
 class LRUStepRTRL(torch.autograd.Function):
-    """One online-LRU step (SPEC 2.2) from stored carries, whose backward is exact RTRL.
+    """One online-LRU step (triton_kernels/lru.py) from stored carries, whose backward is exact RTRL.
 
     The carry of each sample is row `index` of the flattened rollout buffers (state, traces). forward: the new state
     h_t (real/imag pairs) only. backward: nu_log, theta_log, gamma_log, B get Re(conj(delta) * dh/dp) over the NEW
     traces (they carry the whole history, so nothing is unrolled), formed from the stored old traces without
-    materialising the new E_B (SPEC 3 cost hint); the input x gets the one-step gradient, the previous state being a
+    materialising the new E_B; the input x gets the one-step gradient, the previous state being a
     constant of the carry. `state_step`, `grads_from_carry` are lru_state_step, lru_grads_from_carry, or their
     torch.compile'd versions (the trace gather then fuses with the contraction: the gathered traces are never
     materialised).
@@ -592,7 +594,7 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup: SAME_STEP autoreset, so a step that ends an episode returns the next episode's first observation
-    # and the final observation sits in infos["final_obs"]; no fake transition is ever inserted (SPEC 10).
+    # and the final observation sits in infos["final_obs"]; no fake transition is inserted (NEXT_STEP would).
     envs = gym.vector.SyncVectorEnv(
         [make_env(args.env_id, i, args.capture_video, run_name, args.gamma, normalize, args.obs_norm, args.popgym_obs,
                   args.first_step_copy, args.prev_reward) for i in range(args.num_envs)],
@@ -605,7 +607,7 @@ if __name__ == "__main__":
     if checkpoint is None:
         writer.add_text("model/recurrent_parameters", str(num_recurrent))
 
-    # ALGO Logic: storage setup. The carry (state + RTRL traces) is stored from BEFORE each step (SPEC 3).
+    # ALGO Logic: storage setup. The carry (state + RTRL traces) is stored from BEFORE each step.
     n, D, T, N = args.hidden_dim, args.encoder_dim, args.num_steps, args.num_envs
     obs = torch.zeros((T, N) + envs.single_observation_space.shape).to(device)
     actions = torch.zeros((T, N) + envs.single_action_space.shape).to(device)
@@ -666,7 +668,7 @@ if __name__ == "__main__":
             # TRY NOT TO MODIFY: execute the game and log data.
             next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
             if not args.truncation_as_termination and truncations.any():
-                # Bootstrap time-limit truncation with V(final obs), computed from the pre-reset carry (SPEC 3).
+                # Bootstrap time-limit truncation with V(final obs), computed from the pre-reset carry.
                 trunc = np.flatnonzero(truncations & ~terminations)
                 final_obs = torch.tensor(np.stack(infos["final_obs"][trunc]), dtype=torch.float32, device=device)
                 with torch.inference_mode():
@@ -727,7 +729,7 @@ if __name__ == "__main__":
                 end = start + args.minibatch_size
                 mb_inds = torch.as_tensor(b_inds[start:end], device=device)
 
-                # re-run ONE step from the stored carry with the current parameters (RTRL backward, SPEC 3)
+                # re-run ONE step from the stored carry with the current parameters (RTRL backward)
                 new_state = agent.step_rtrl(b_obs[mb_inds], b_states, b_traces, mb_inds, b_dones[mb_inds])
                 _, newlogprob, entropy, newvalue = agent.get_action_and_value(new_state, b_actions[mb_inds])
                 logratio = newlogprob - b_logprobs[mb_inds]

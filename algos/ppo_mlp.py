@@ -1,5 +1,5 @@
 # PPO with no memory (encoder -> actor / critic heads, the observation only): the lower bound of the recurrent scripts.
-# Docs: README.md; the same PPO, environments and conventions as ppo_rtu_rtrl.py minus the recurrent layer (SPEC 1, 3).
+# Docs: README.md; the same PPO, environments and conventions as ppo_rtu_rtrl.py minus the recurrent layer.
 import datetime
 import json
 import os
@@ -51,7 +51,7 @@ class Args:
     resume: Optional[str] = None
     """continue the run in this run dir from its checkpoint (its saved args; a larger --total-timesteps extends it)"""
 
-    # Algorithm specific arguments (defaults: the official RTU configuration, SPEC section 3)
+    # Algorithm specific arguments (defaults: the PPO configuration of the official RTU code, Elelimy et al. 2024)
     env_id: str = "HalfCheetah-P-v5"
     """the id of the environment (MuJoCo -P/-V, MuJoCo v5, Reacher-POMDP-v5 or popgym-*-v0)"""
     total_timesteps: int = 1_000_000
@@ -89,7 +89,7 @@ class Args:
     truncation_as_termination: bool = False
     """treat time-limit truncation as termination (the paper's choice) instead of bootstrapping from the final observation"""
     normalize_env: Optional[bool] = None
-    """normalise observations and rewards (CleanRL wrappers); default: on for MuJoCo, off for POPGym (SPEC 7)"""
+    """normalise observations and rewards (CleanRL wrappers); default: on for MuJoCo, off for POPGym"""
     obs_norm: Literal["feature", "pooled"] = "feature"
     """observation statistics per feature (CleanRL) or one mean and variance pooled over all features (the official
     RTU code's, with its one unbatched env)"""
@@ -118,7 +118,7 @@ class Args:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Environments (SPEC section 7)
+# Environments: the partially observable tasks of Elelimy et al. 2024, built on gymnasium v5 and popgym
 # ---------------------------------------------------------------------------------------------------------------
 # Observation indices kept by the MuJoCo -P (positions) and -V (velocities) variants, gymnasium v5 layout.
 MUJOCO_PV_INDICES = {
@@ -512,7 +512,7 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup: SAME_STEP autoreset, so a step that ends an episode returns the next episode's first observation
-    # and the final observation sits in infos["final_obs"]; no fake transition is ever inserted (SPEC 10).
+    # and the final observation sits in infos["final_obs"]; no fake transition is inserted (NEXT_STEP would).
     envs = gym.vector.SyncVectorEnv(
         [make_env(args.env_id, i, args.capture_video, run_name, args.gamma, normalize, args.obs_norm, args.popgym_obs,
                   args.first_step_copy, args.prev_reward) for i in range(args.num_envs)],
@@ -576,7 +576,7 @@ if __name__ == "__main__":
             # TRY NOT TO MODIFY: execute the game and log data.
             next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
             if not args.truncation_as_termination and truncations.any():
-                # Bootstrap time-limit truncation with V(final obs) (SPEC 3).
+                # Bootstrap time-limit truncation with V(final obs).
                 trunc = np.flatnonzero(truncations & ~terminations)
                 final_obs = torch.tensor(np.stack(infos["final_obs"][trunc]), dtype=torch.float32, device=device)
                 with torch.inference_mode():

@@ -1,6 +1,7 @@
 # Online TD(lambda) prediction on trace conditioning (an "animal learning" benchmark) with recurrent learners:
 # RTUs and the online LRU trained by exact RTRL, GRU and LRU trained by truncated BPTT (T-BPTT).
-# Docs: README.md; equations: SPEC sections 2.1 (RTU), 2.2 (online LRU), 2.4 (T-BPTT), 2.5 (size budget), 6 (this task).
+# Docs: README.md; the RTU and online LRU with their RTRL traces: triton_kernels/rtu.py, lru.py. The task and the
+# comparison (MSRE against compute, truncation length and parameters) follow Elelimy et al. 2024 (arXiv 2409.01449).
 #
 # The task in one paragraph (Rafiee et al., "From eye-blinks to state construction", Adaptive Behavior 2022): the
 # observation is binary [US, CS, distractors...]. A trial starts with the conditioned stimulus (CS) on for 4 steps;
@@ -17,14 +18,15 @@
 # the same number (computed before the update of step t), as RTRL never recomputes past states.
 #
 # Model choices (no encoder): the binary observation goes straight into the recurrent layer (D = 2 + num_distractors
-# = 12 by default), followed by a linear value head. Default sizes give equal recurrent-parameter budgets (SPEC 2.5
-# style; the value head is not counted): RTU n = 64 (1,664), GRU H = 18 (1,728), LRU n = 23 with readout H = 23
-# (1,679). --param-budget / --hidden-size change them; every run prints and logs its count and analytic FLOPs/step.
+# = 12 by default), followed by a linear value head. Default sizes give equal recurrent-parameter budgets, as the RTU
+# paper compares architectures (the value head is not counted): RTU n = 64 (1,664), GRU H = 18 (1,728), LRU n = 23
+# with readout H = 23 (1,679). --param-budget / --hidden-size change them; every run prints and logs its count and
+# analytic FLOPs/step.
 #
 # Run length: --total-steps 100000 takes about a minute for the RTRL learners on one core of a 2-core CPU (about
 # 0.55-0.62 ms of CPU time per step, see results/perf/rtrl_vs_tbptt.md); T-BPTT costs grow with T (GRU, T = 16: 2.1 ms).
-# The source papers' runs are much longer (their exact step count is not recorded in SPEC and was not checked here);
-# use --total-steps to match them.
+# The source papers' runs are much longer (their exact step count was not checked here); use --total-steps to match
+# them.
 import datetime
 import json
 import math
@@ -48,7 +50,7 @@ from triton_kernels.lru import LRUParams, lru_grads, lru_init_params, lru_init_r
 from triton_kernels.rtu import RTUParams, rtu_grads, rtu_init_params, rtu_step, rtu_zero_carry
 
 ARCHS = ("rtu_nonlinear", "rtu_linear", "lru_rtrl", "gru_tbptt", "lru_tbptt")
-# SPEC 6 benchmark settings: ISI -> (ISI interval, gamma)
+# the benchmark's settings (Rafiee et al. 2022): ISI -> (ISI interval, gamma)
 ISI_PRESETS = {10: ((7, 13), 0.9), 20: ((14, 26), 0.95), 30: ((20, 40), 0.966)}
 DEFAULT_RTU_UNITS = 64  # the default parameter budget is that of an RTU with this many units
 
@@ -68,7 +70,7 @@ class Args:
     wandb_entity: Optional[str] = None
     """the entity (team) of wandb's project"""
 
-    # Environment: trace conditioning (SPEC 6)
+    # Environment: trace conditioning (Rafiee et al. 2022; defined in TraceConditioning)
     isi: Literal[10, 20, 30] = 10
     """benchmark preset: 10 -> ISI in (7,13), gamma 0.9; 20 -> (14,26), 0.95; 30 -> (20,40), 0.966"""
     isi_interval: Optional[Tuple[int, int]] = None
@@ -118,7 +120,7 @@ class Args:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Environment: trace conditioning (SPEC 6; Rafiee et al. 2022)
+# Environment: trace conditioning (Rafiee et al. 2022)
 # ---------------------------------------------------------------------------------------------------------------
 class TraceConditioning:
     """Trace conditioning with Poisson-like distractors. No actions: `step()` just advances time.
@@ -174,7 +176,7 @@ class TraceConditioning:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# MSRE (SPEC 6): G_t = c_{t+1} + gamma * G_{t+1}, computed backwards from the recorded cumulants after the run
+# MSRE: G_t = c_{t+1} + gamma * G_{t+1}, computed backwards from the recorded cumulants after the run
 # ---------------------------------------------------------------------------------------------------------------
 def compute_returns(cumulants, gamma):
     """cumulants[t] = c_{t+1} (the cumulant received on the transition t -> t+1). Returns G with
@@ -209,7 +211,7 @@ def act_and_grad(z, activation):
 
 
 class RTURTRL:
-    """RTU (SPEC 2.1) trained by exact RTRL. Non-linear RTU: the kernel state is h = [h1, h2] (f inside the
+    """RTU (triton_kernels/rtu.py) trained by exact RTRL. Non-linear RTU: the kernel state is h = [h1, h2] (f inside the
     recurrence), features = h. Linear RTU: the kernel state is c = [c1, c2], features = f(c)."""
 
     def __init__(self, obs_dim, n, nonlinear=True, activation="relu", r_min=0.0, r_max=1.0, generator=None,
@@ -248,7 +250,7 @@ class RTURTRL:
 
 
 class LRURTRL:
-    """Online LRU (SPEC 2.2) trained by exact RTRL: h_t = lambda*h_{t-1} + exp(gamma_log)*(B x_t),
+    """Online LRU (triton_kernels/lru.py) trained by exact RTRL: h_t = lambda*h_{t-1} + exp(gamma_log)*(B x_t),
     y_t = Re(C h_t) (H outputs), features = f(y_t). C gets its gradient by ordinary backprop (it is outside the
     recurrence)."""
 
@@ -267,7 +269,7 @@ class LRURTRL:
     def parameters(self):
         return [*self.rec, self.C_re, self.C_im, self.w, self.b]
 
-    def recurrent_parameters(self):  # the LRU layer includes its readout C (SPEC 2.5 budget)
+    def recurrent_parameters(self):  # the LRU layer includes its readout C (in the budget)
         return [*self.rec, self.C_re, self.C_im]
 
     @torch.no_grad()
@@ -307,7 +309,7 @@ class TBPTTLearner:
 
 
 class GRUTBPTT(TBPTTLearner):
-    """GRU (torch.nn.GRU, PyTorch's init drawn from `generator`) trained by T-BPTT (SPEC 2.4); features = h_t."""
+    """GRU (torch.nn.GRU, PyTorch's init drawn from `generator`) trained by T-BPTT; features = h_t."""
 
     def __init__(self, obs_dim, H, T, generator=None, dtype=torch.float32):
         super().__init__(T)
@@ -334,8 +336,9 @@ class GRUTBPTT(TBPTTLearner):
 
 
 class LRUTBPTT(TBPTTLearner):
-    """LRU with the parameterisation of SPEC 2.2 (init from lru_init_params / lru_init_readout), written with torch
-    complex autograd and trained by T-BPTT: h_t = lambda*h_{t-1} + exp(gamma_log)*(B x_t), features = f(Re(C h_t))."""
+    """LRU with the parameterisation of triton_kernels/lru.py (init from lru_init_params / lru_init_readout), written
+    with torch complex autograd and trained by T-BPTT: h_t = lambda*h_{t-1} + exp(gamma_log)*(B x_t),
+    features = f(Re(C h_t))."""
 
     def __init__(self, obs_dim, n, T, readout_dim=None, activation="relu", r_min=0.0, r_max=1.0, generator=None,
                  dtype=torch.float32):
@@ -370,7 +373,7 @@ class LRUTBPTT(TBPTTLearner):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Sizes and compute (SPEC 2.5 / 6)
+# Sizes and compute (for the RTU paper's study of error against parameters and compute)
 # ---------------------------------------------------------------------------------------------------------------
 def recurrent_param_count(arch, D, size, readout_dim=None):
     """Recurrent parameters (the value head w, b is not counted).

@@ -10,7 +10,7 @@ ALGOS = os.path.join(ROOT, "algos")
 
 # Small PPO settings for smoke runs: 2048 env steps in 4 iterations.
 PPO_SMOKE_ARGS = ("--total-timesteps", "2048", "--num-steps", "512", "--num-minibatches", "4", "--update-epochs", "2")
-# One id of each environment family (SPEC 7), including popgym's Tuple observations and MultiDiscrete actions.
+# One id of each environment family the scripts accept, including popgym's Tuple observations and MultiDiscrete actions.
 SMOKE_ENVS = ("HalfCheetah-P-v5", "Hopper-V-v5", "Reacher-POMDP-v5", "popgym-AutoencodeEasy-v0", "popgym-MineSweeperEasy-v0")
 
 

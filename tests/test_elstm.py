@@ -1,4 +1,4 @@
-"""eLSTM exact RTRL (SPEC 2.3, 9): RTRL == BPTT in float64 (resets, segments), the paper-text diag is wrong,
+"""eLSTM exact RTRL (triton_kernels/elstm.py): RTRL == BPTT in float64 (resets, segments), the paper-text diag is wrong,
 Triton kernel == PyTorch reference (float32/float64, interpreter), dispatch launches the kernel only when asked."""
 import pytest
 import torch

@@ -26,7 +26,7 @@ def _fake_envs(obs_dim, continuous):
 
 @pytest.mark.parametrize("script,expected", [("ppo_gru_tbptt", 24_960), ("ppo_lru_tbptt", 24_190), ("ppo_mlp", 0)])
 def test_default_recurrent_parameter_budget(script, expected):
-    """SPEC 2.5: about 24k recurrent parameters at the defaults (D = 64); the GRU has both biases."""
+    """About 24k recurrent parameters at the defaults (D = 64), the RTU paper's budget; the GRU has both biases."""
     mod = importlib.import_module(script)
     agent = mod.Agent(_fake_envs(8, True), mod.Args())
     assert agent.recurrent_parameter_count() == expected
@@ -176,7 +176,7 @@ def test_windowed_update_gradient_equals_bptt(script, continuous):
 
 @pytest.mark.parametrize("script", TBPTT_SCRIPTS)
 def test_first_minibatch_ratio_is_one_across_episode_starts(script, tmp_path):
-    """SPEC 4: on the first minibatch of the first epoch, the ratio is 1 (within 1e-5) across episode boundaries.
+    """On the first minibatch of the first epoch, the ratio is 1 (within 1e-5) across episode boundaries.
 
     The script logs max|ratio - 1| of that minibatch (debug/first_minibatch_ratio_error), so this checks the real
     rollout storage, windowing and update. RepeatPreviousEasy episodes are 51 steps, so with T = 64 every window of

@@ -11,8 +11,9 @@ from script_runner import PPO_SMOKE_ARGS, SMOKE_ENVS, read_scalars, run_script
 
 SCRIPTS = ("ppo_rtu_rtrl", "ppo_lru_rtrl")
 
-# SPEC 7, written out independently of the scripts: observation indices kept by -P and -V.
-SPEC_PV = {
+# Observation indices kept by -P (positions and angles) and -V (velocities) in gymnasium's v5 observation, which
+# leaves out the root's x (and y for Ant; Ant made without contact forces). Written out independently of the scripts.
+PV_INDICES = {
     "Hopper": (list(range(0, 5)), list(range(5, 11))),
     "HalfCheetah": (list(range(0, 8)), list(range(8, 17))),
     "Walker2d": (list(range(0, 8)), list(range(8, 17))),
@@ -21,12 +22,12 @@ SPEC_PV = {
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
-@pytest.mark.parametrize("name", sorted(SPEC_PV))
-def test_pv_masks_select_spec_indices(script, name):
+@pytest.mark.parametrize("name", sorted(PV_INDICES))
+def test_pv_masks_select_position_and_velocity_indices(script, name):
     mod = importlib.import_module(script)
     kwargs = {"include_cfrc_ext_in_observation": False} if name == "Ant" else {}
     full = gym.make(f"{name}-v5", **kwargs)
-    for variant, indices in zip("PV", SPEC_PV[name]):
+    for variant, indices in zip("PV", PV_INDICES[name]):
         env = mod.make_env(f"{name}-{variant}-v5", 0, False, "test", 0.99, normalize=False)()
         assert env.observation_space.shape == (len(indices),)
         obs, _ = env.reset(seed=3)

@@ -1,8 +1,9 @@
 """algos/td_animal_learning.py: trace-conditioning statistics, MSRE, exact gradients of every learner, smoke runs,
 the completion marker done.json and one-line errors.
 
-The gradient references below are independent autograd unrolls of the model equations (SPEC 2.1, 2.2, PyTorch's GRU
-equations) over the full history, written with real arithmetic; they share no code with the learners.
+The gradient references below are independent autograd unrolls of the model equations (triton_kernels/rtu.py,
+lru.py, PyTorch's GRU equations) over the full history, written with real arithmetic; they share no code with the
+learners.
 """
 import json
 import math

@@ -1,4 +1,7 @@
-"""eLSTM (element-wise LSTM, "quasi-LSTM") cell with its exact RTRL sensitivities (SPEC 2.3).
+"""eLSTM (element-wise LSTM, "quasi-LSTM") cell with its exact RTRL sensitivities.
+
+The recurrent cell of Irie, Gopalakrishnan, Schmidhuber, "Exploring the Promise and Limits of Real-Time Recurrent
+Learning" (ICLR 2024, arXiv 2305.19044), used there in the R2AC actor-critic.
 
 Recurrence (per sample, element-wise over the N units; x_t in R^D):
     f_t = sigmoid(F x_t + w_f*c_{t-1} + b_f)
@@ -84,7 +87,7 @@ def _gates(params: ELSTMParams, x: Tensor, c_prev: Tensor):
 
 
 def _elstm_step_torch(params: ELSTMParams, x: Tensor, state: Tensor, traces: ELSTMTraces, reset: Tensor):
-    """PyTorch reference of one step (SPEC 2.3), vectorised over the batch."""
+    """PyTorch reference of one step (the recursion of the module docstring), vectorised over the batch."""
     keep = (reset == 0)[:, None]  # (B, 1): False where an episode starts at this step
     c_prev = torch.where(keep, state, 0.0)  # reset: previous state = 0 ...
     c, zhat, fhat, diag = _gates(params, x, c_prev)

@@ -1,4 +1,8 @@
-"""Online LRU (Linear Recurrent Unit) trained by exact RTRL: one fused step of state + traces (SPEC 2.2).
+"""Online LRU (Linear Recurrent Unit) trained by exact RTRL: one fused step of state + traces.
+
+The LRU of Orvieto et al. ("Resurrecting Recurrent Neural Networks for Long Sequences", ICML 2023), trained online by
+RTRL as the "online LRU" baseline of Elelimy et al. (NeurIPS 2024, arXiv 2409.01449). The recurrence is diagonal, so
+each unit's traces involve that unit only: O(nD) per sample and step, however far back the dependencies reach.
 
 Model (per unit j, complex):  h_t = lambda * h_{t-1} + exp(gamma_log) * (B x_t),
     lambda = exp(-exp(nu_log) + i*exp(theta_log)),  output y_t = Re(C h_t) (C is trained by ordinary backprop).
@@ -29,8 +33,8 @@ API
         are formed once per sequence, not per step; states[:, t] is the state after step t.
     lru_grads_from_carry(params, x, state, traces, reset, new_state, delta, index=None) -> (grad_x, LRUParams)
         the same gradients as lru_step + lru_grads, formed from the OLD traces of the carry without materialising
-        the new E_B (SPEC 3 cost hint): the PPO update reads each stored trace once. With `index`, state and
-        traces are whole rollout buffers and rows `index` are the carry.
+        the new E_B (the new trace is linear in the old one): the PPO update reads each stored trace once. With
+        `index`, state and traces are whole rollout buffers and rows `index` are the carry.
 
 Gradients (real parameter p, L real): dL/dp = Re(conj(delta) * dh/dp), with
     dh/dnu_log = e_lambda * lambda * (-exp(nu_log)),   dh/dtheta_log = e_lambda * lambda * (i*exp(theta_log)),
@@ -101,7 +105,7 @@ def _lam_times(lam_re, lam_im, z):
 
 
 def _lru_step_torch(params, x, state, traces, reset):
-    """PyTorch reference of one step (SPEC 2.2), vectorised over the batch."""
+    """PyTorch reference of one step (the model and traces of the module docstring), vectorised over the batch."""
     def zero_reset(t):  # episode start: previous state and traces are zeroed before the step
         return torch.where(reset.view(-1, *[1] * (t.dim() - 1)), 0.0, t)
 
@@ -190,7 +194,7 @@ def lru_step(params, x, state, traces, reset, backend="auto"):
 
 
 def lru_grads(params, x, new_state, new_traces, delta):
-    """One step's RTRL gradients from the NEW traces (SPEC 2.2). new_state and x are unused by the math
+    """One step's RTRL gradients from the NEW traces (module docstring). new_state and x are unused by the math
     (kept for a uniform API). Returns (grad_x (B,D), LRUParams of grads summed over the batch)."""
     d_re, d_im = delta[:, 0], delta[:, 1]
     lam_re, lam_im = _lambda(params)
@@ -231,7 +235,7 @@ def lru_state_unroll(params, x, state, resets):
 
 
 def lru_grads_from_carry(params, x, state, traces, reset, new_state, delta, index=None):
-    """lru_grads of the step from the carry (state, traces), without materialising the new E_B (SPEC 3 cost hint).
+    """lru_grads of the step from the carry (state, traces), without materialising the new E_B.
 
     E_B_new = lambda*E_B_old + exp(gamma_log)*x, so conj(delta)*E_B_new = conj(delta*conj(lambda))*E_B_old
     + exp(gamma_log)*conj(delta)*x: the (B,2,n,D) trace is read once and never written. The small (B,2,n) traces are

@@ -1,4 +1,26 @@
-"""RTU (Recurrent Trace Unit) step with exact RTRL traces (SPEC 2.1): PyTorch reference + fused Triton kernel.
+"""RTU (Recurrent Trace Unit) step with exact RTRL traces: PyTorch reference + fused Triton kernel.
+
+Model (Elelimy et al., "Real-Time Recurrent Learning using Trace Units in Reinforcement Learning", NeurIPS 2024,
+arXiv 2409.01449). Each of the n units has a complex recurrent weight lambda = r e^(i theta) = g + i phi and a
+complex state, kept as two real parts "1" and "2": the recurrence is a 2x2 rotation-scaling per unit.
+    r = exp(-exp(nu_log)),  theta = exp(theta_log),  g = r cos(theta),  phi = r sin(theta),  gamma = sqrt(1 - r^2)
+    linear RTU:      c1_t = g c1_{t-1} - phi c2_{t-1} + gamma W1 x_t,   c2_t = g c2_{t-1} + phi c1_{t-1} + gamma W2 x_t,
+                     output f([c1_t, c2_t]) (f outside the recurrence, applied by the caller)
+    non-linear RTU:  h1_t = f(g h1_{t-1} - phi h2_{t-1} + gamma W1 x_t),
+                     h2_t = f(g h2_{t-1} + phi h1_{t-1} + gamma W2 x_t),  output [h1_t, h2_t]
+f is relu or tanh; the parameters are nu_log, theta_log (n,) and W1, W2 (n, D), no bias: 2n + 2nD in all.
+Exact RTRL: a unit's state depends only on its own parameters, so the traces e_p = d state_t / d p cost O(nD) per
+sample and step, however far back the dependencies reach. With prev = state_{t-1} and R e = (g e1 - phi e2,
+g e2 + phi e1), every trace pair is updated from the OLD traces as
+    e_p <- f' * (R e_p + u_p),  f' = f'(pre-activation) per part (1 for the linear RTU), where u_p is
+    nu_log:     (dg prev1 - dphi prev2 + dgamma W1 x_t,  dg prev2 + dphi prev1 + dgamma W2 x_t)
+    theta_log:  (dg_th prev1 - dphi_th prev2,  dg_th prev2 + dphi_th prev1)
+    W1: (gamma x_t, 0)    W2: (0, gamma x_t)    (one D-vector per unit)
+    dg = -nu g, dphi = -nu phi, dgamma = nu r^2 / gamma (nu = exp(nu_log)); dg_th = -theta phi, dphi_th = theta g.
+The gradient of a loss of step t is grad(p) = sum_b delta1 e1_p + delta2 e2_p over the NEW traces, with
+delta = dL/d(state_t) through step t's output only; summed over steps it is the exact gradient of the summed loss
+(tests/test_rtu.py checks it against BPTT in float64). An episode start zeroes the previous state and traces.
+The official RTU code drops the factor theta from the theta_log derivatives; here it is kept (the exact gradient).
 
 API
 ---
@@ -29,8 +51,9 @@ rtu_state_step(params, x, state, reset, activation="relu") -> new_state   (rtu_s
 rtu_grads_from_carry(params, x, state, traces, reset, new_state, delta, activation="relu", index=None)
         -> (grad_x, RTUParams)
     the same gradients as rtu_step + rtu_grads, formed from the OLD traces of the carry without materialising the
-    new ones (SPEC 3 cost hint): the PPO update reads each stored trace once. With `index`, state and traces are
-    whole rollout buffers and rows `index` are the carry (the W traces are then never gathered: trace_contract).
+    new ones (each new trace is linear in its old one): the PPO update reads each stored trace once. With `index`,
+    state and traces are whole rollout buffers and rows `index` are the carry (the W traces are then never
+    gathered: trace_contract).
 
 Numerics (deviation from the official code): gamma = sqrt(max(1 - r^2, 1e-30)) with 1 - r^2 = -expm1(-2 nu)
 computed as tanh(nu) (1 + r^2), no "+1e-8". In float32 r = exp(-nu) rounds to 1 for nu < 6e-8, where the naive
@@ -67,7 +90,7 @@ class RTUTraces(NamedTuple):
 
 def rtu_init_params(n, D, r_min=0.0, r_max=1.0, generator=None, dtype=torch.float32) -> RTUParams:
     f64 = dict(generator=generator, dtype=torch.float64)
-    u = r_min**2 + (r_max**2 - r_min**2) * torch.rand(n, **f64)  # SPEC 2.1: r uniform on the disk, r = sqrt(u)
+    u = r_min**2 + (r_max**2 - r_min**2) * torch.rand(n, **f64)  # r uniform over the area of the ring: r = sqrt(u)
     r = u.clamp(1e-12, 1 - 1e-12).sqrt()  # keep log(0) and log(-log 1) finite
     nu_log = torch.log(-torch.log(r))  # r = exp(-exp(nu_log))
     theta_log = torch.log((2 * torch.pi * torch.rand(n, **f64)).clamp_min(1e-12))  # theta ~ U(0, 2 pi)
@@ -117,7 +140,7 @@ def _act_and_grad(pre, activation):
 
 def _rtu_step_torch(params: RTUParams, x, state, traces: RTUTraces, reset, activation):
     _, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th = rtu_coefficients(params)
-    keep = (1 - reset.to(x.dtype))[:, None, None]  # SPEC 2: zero state and traces at an episode start
+    keep = (1 - reset.to(x.dtype))[:, None, None]  # an episode starts: zero the previous state and traces
     prev = state * keep  # [h1, h2]_{t-1} (or [c1, c2]_{t-1})
     wx = torch.stack((x @ params.W1.T, x @ params.W2.T), dim=1)  # [W1 x_t, W2 x_t]  (B,2,n)
     # pre1 = g*prev1 - phi*prev2 + gamma*W1x;  pre2 = g*prev2 + phi*prev1 + gamma*W2x
@@ -125,7 +148,7 @@ def _rtu_step_torch(params: RTUParams, x, state, traces: RTUTraces, reset, activ
     # non-linear RTU: h = f(pre), and every "1" trace is multiplied by f'(pre1), every "2" trace by f'(pre2);
     # linear RTU: the state is c = pre and f' = 1 inside the recurrence.
     h, fp = (pre, torch.ones_like(pre)) if activation == "linear" else _act_and_grad(pre, activation)
-    # Every trace update of SPEC 2.1 reads  e_new = f' * (R e_old + u),  with R the rotation-scaling
+    # Every trace update (module docstring) reads  e_new = f' * (R e_old + u),  with R the rotation-scaling
     # (R e)_1 = g*e1 - phi*e2, (R e)_2 = g*e2 + phi*e1 (right-hand sides use the OLD traces) and u the input term.
     # With f' and the reset folded into per-unit coefficients:  e_new = a*e_old + b*swap(e_old) + f'*u,
     # a = f'*g*keep, b = f'*(-phi, +phi)*keep, swap(e1, e2) = (e2, e1); the big traces are touched 3 times.
@@ -176,7 +199,7 @@ def _rtu_step_kernel(nu_log_ptr, theta_log_ptr, w1_ptr, w2_ptr, x_ptr, reset_ptr
     mask_nd = mask_n[:, None] & (offs_d[None, :] < D)
     offs_nd = offs_n[:, None] * D + offs_d[None, :]
 
-    # coefficients, SPEC 2.1 (same formulas as rtu_coefficients)
+    # coefficients (same formulas as rtu_coefficients)
     nu = tl.exp(tl.load(nu_log_ptr + offs_n, mask=mask_n, other=0.0))
     theta = tl.exp(tl.load(theta_log_ptr + offs_n, mask=mask_n, other=0.0))
     r = tl.exp(-nu)
@@ -271,7 +294,7 @@ def rtu_step(params: RTUParams, x, state, traces: RTUTraces, reset, activation="
 
 
 def rtu_grads(params: RTUParams, x, new_state, new_traces: RTUTraces, delta, activation="relu"):
-    # grad(p) = sum_b delta1*e1_p + delta2*e2_p  (SPEC 2.1, new traces)
+    # grad(p) = sum_b delta1*e1_p + delta2*e2_p  (new traces)
     grad_nu = (delta * new_traces.nu).sum((0, 1))
     grad_theta = (delta * new_traces.theta).sum((0, 1))
     grad_W1 = trace_contract(delta, new_traces.W1)
@@ -309,7 +332,7 @@ def rtu_state_step(params: RTUParams, x, state, reset, activation="relu"):
 
 def rtu_grads_from_carry(params: RTUParams, x, state, traces: RTUTraces, reset, new_state, delta, activation="relu",
                          index=None):
-    """rtu_grads of the step from the carry (state, traces), without materialising the new traces (SPEC 3 cost hint).
+    """rtu_grads of the step from the carry (state, traces), without materialising the new traces.
 
     Every new trace is linear in the old one: e_new = f' * (R e_old + u), R the rotation-scaling by (g, phi) and u the
     step's input term. With a = delta * f':  sum_b delta . e_new = sum_b (R^T a) . e_old + sum_b a . u,
