@@ -247,6 +247,9 @@ def resume_args(args):
     checkpoint = torch.load(path, weights_only=False)
     if checkpoint["script"] != os.path.basename(__file__):
         sys.exit(f"error: --resume {args.resume} is a run of {checkpoint['script']}, not {os.path.basename(__file__)}")
+    missing = [f.name for f in fields(Args) if f.name not in checkpoint["args"]]
+    if missing:  # its defaults may not be what the run used
+        sys.exit(f"error: --resume {args.resume}: the checkpoint predates --{missing[0].replace('_', '-')}; start the run over")
     saved, default = Args(**checkpoint["args"]), Args()
     for f in fields(Args):
         given = getattr(args, f.name)

@@ -94,14 +94,15 @@ class Args:
     """the target KL divergence threshold"""
     truncation_as_termination: bool = False
     """treat time-limit truncation as termination (the paper's choice) instead of bootstrapping from the final observation"""
-    normalize_env: Optional[bool] = None
-    """normalise observations and rewards (CleanRL wrappers); default: on for MuJoCo, off for POPGym"""
-    obs_norm: Literal["feature", "pooled"] = "feature"
-    """observation statistics per feature (CleanRL) or one mean and variance pooled over all features (the official
-    RTU code's, with its one unbatched env)"""
-    popgym_obs: Literal["baselines", "raw"] = "baselines"
-    """POPGym observation: the env's own plus the previous action and a first-step flag (POPGym baselines' wrapping),
-    or the env's own only (as in the JAX ports the official RTU code runs)"""
+    normalize_env: bool = True
+    """normalise observations and rewards by running statistics (clipped at +-10), as the official RTU code does"""
+    obs_norm: Optional[Literal["feature", "pooled"]] = None
+    """observation statistics per feature (CleanRL's) or one mean and variance pooled over all features (the official
+    RTU code's: it runs one unbatched env); default: pooled for POPGym, per feature otherwise"""
+    popgym_obs: Literal["raw", "baselines"] = "raw"
+    """POPGym observation: the env's own only (as in the JAX ports the official RTU code runs), or with the previous
+    action and a first-step flag appended (POPGym baselines' wrapping; with it RepeatFirst needs no memory: name the
+    card at the first step, then repeat the previous action)"""
     prev_reward: bool = False
     """append the previous reward (as the agent receives it, 0 at an episode's first step) to the observation"""
     first_step_copy: bool = False
@@ -254,9 +255,10 @@ def env_family(env_id: str) -> str:
     sys.exit(f"error: unknown env id {env_id!r}; supported: {SUPPORTED_ENVS}")
 
 
-def make_env(env_id, idx, capture_video, run_name, gamma, normalize, obs_norm="feature", popgym_obs="baselines",
+def make_env(env_id, idx, capture_video, run_name, gamma, normalize, obs_norm=None, popgym_obs="raw",
              first_step_copy=False, prev_reward=False):
     family = env_family(env_id)
+    pooled = obs_norm == "pooled" if obs_norm is not None else family == "popgym"
 
     def thunk():
         render_mode = "rgb_array" if capture_video and idx == 0 else None
@@ -282,7 +284,7 @@ def make_env(env_id, idx, capture_video, run_name, gamma, normalize, obs_norm="f
             env = gym.make(env_id, render_mode=render_mode, disable_env_checker=True, **kwargs)
         if render_mode is not None:
             env = gym.wrappers.RecordVideo(env, f"videos/{run_name}", gc_trigger=None)  # None: picklable
-        return EpisodeStatsClipNormalize(env, gamma, normalize, obs_norm == "pooled", hidden, first_step_copy, prev_reward)
+        return EpisodeStatsClipNormalize(env, gamma, normalize, pooled, hidden, first_step_copy, prev_reward)
 
     return thunk
 
@@ -462,6 +464,9 @@ def resume_args(args):
     checkpoint = torch.load(path, weights_only=False)
     if checkpoint["script"] != os.path.basename(__file__):
         sys.exit(f"error: --resume {args.resume} is a run of {checkpoint['script']}, not {os.path.basename(__file__)}")
+    missing = [f.name for f in fields(Args) if f.name not in checkpoint["args"]]
+    if missing:  # its defaults may not be what the run used
+        sys.exit(f"error: --resume {args.resume}: the checkpoint predates --{missing[0].replace('_', '-')}; start the run over")
     saved, default = Args(**checkpoint["args"]), Args()
     for f in fields(Args):
         given = getattr(args, f.name)
@@ -547,7 +552,7 @@ if __name__ == "__main__":
     family = env_family(args.env_id)  # exits with a clear message on an unknown id
     if args.capture_video:
         check_video(family)
-    normalize = args.normalize_env if args.normalize_env is not None else family != "popgym"
+    normalize = args.normalize_env
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = f"runs/{run_name}"
     if checkpoint is not None:

@@ -59,7 +59,10 @@ def evaluate(path, episodes, seed=0, capture_video=False):
     script = load_script(checkpoint["script"])
     if not hasattr(script, "make_env"):
         sys.exit(f"error: {path} is a run of {checkpoint['script']}, which has no environment to evaluate in")
-    args = script.Args(**checkpoint["args"])
+    # runs saved before these options existed used the POPGym baselines' input and per-feature statistics
+    legacy = {"popgym_obs": "baselines", "obs_norm": "feature"}
+    legacy = {k: v for k, v in legacy.items() if k not in checkpoint["args"] and hasattr(script.Args, k)}
+    args = script.Args(**legacy, **checkpoint["args"])
     args.num_envs = 1
     if hasattr(args, "compile"):
         args.compile = False  # a handful of episodes: not worth compiling

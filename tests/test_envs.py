@@ -77,8 +77,8 @@ def spy_on_raw_observations(monkeypatch):
 
 
 def test_popgym_observation_choices():
-    baselines = mod.make_env("popgym-RepeatFirstEasy-v0", 0, False, "test", 0.99, False)()
-    raw = mod.make_env("popgym-RepeatFirstEasy-v0", 0, False, "test", 0.99, False, popgym_obs="raw")()
+    baselines = mod.make_env("popgym-RepeatFirstEasy-v0", 0, False, "test", 0.99, False, popgym_obs="baselines")()
+    raw = mod.make_env("popgym-RepeatFirstEasy-v0", 0, False, "test", 0.99, False)()  # the default
     assert baselines.observation_space.shape == (10,)  # card, previous action, first-step flag (one-hot each)
     assert raw.observation_space.shape == (4,)  # the card only
     obs, _ = raw.reset(seed=0)
