@@ -741,6 +741,8 @@ if __name__ == "__main__":
                 ratio = logratio.exp()
 
                 with torch.no_grad():
+                    if epoch == 0 and start == 0:  # parameters not updated yet: the ratio must be 1
+                        first_ratio_error = (ratio - 1).abs().max()
                     # calculate approx_kl http://joschu.net/blog/kl-approx.html
                     old_approx_kl = (-logratio).mean()
                     approx_kl = ((ratio - 1) - logratio).mean()
@@ -799,6 +801,7 @@ if __name__ == "__main__":
         writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
         writer.add_scalar("losses/clipfrac", np.mean(clipfracs), global_step)
         writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        writer.add_scalar("debug/first_minibatch_ratio_error", first_ratio_error.item(), global_step)
         sps = int((global_step - start_step) / (time.time() - start_time))
         print("SPS:", sps, f"rollout {rollout_time:.2f}s update {update_time:.2f}s")
         writer.add_scalar("charts/SPS", sps, global_step)

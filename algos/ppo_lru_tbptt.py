@@ -614,7 +614,6 @@ if __name__ == "__main__":
     logprobs = torch.zeros((T, N)).to(device)
     rewards = torch.zeros((T, N)).to(device)
     dones = torch.zeros((T, N)).to(device)  # done BEFORE step t: the state is reset at step t
-    dones_after = torch.zeros((T, N)).to(device)  # done AFTER step t: masks the GAE bootstrap from step t + 1
     values = torch.zeros((T, N)).to(device)
     carry_states = torch.zeros((T, N, 2, n)).to(device)
 
@@ -674,7 +673,6 @@ if __name__ == "__main__":
             rewards[step] = torch.as_tensor(reward, device=device).view(-1)
             next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
             next_done = torch.as_tensor(next_done, dtype=torch.float32, device=device)
-            dones_after[step] = next_done
 
             if "final_info" in infos and "episode" in infos["final_info"]:
                 episode = infos["final_info"]["episode"]
@@ -694,10 +692,11 @@ if __name__ == "__main__":
             lastgaelam = 0
             for t in reversed(range(args.num_steps)):
                 if t == args.num_steps - 1:
+                    nextnonterminal = 1.0 - next_done
                     nextvalues = next_value
                 else:
+                    nextnonterminal = 1.0 - dones[t + 1]
                     nextvalues = values[t + 1]
-                nextnonterminal = 1.0 - dones_after[t]  # the separate "done after step" array
                 delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
                 advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
             returns = advantages + values

@@ -174,17 +174,19 @@ def test_windowed_update_gradient_equals_bptt(script, continuous):
     assert max_rel_err(truncated, full) > 1e-3
 
 
-@pytest.mark.parametrize("script", TBPTT_SCRIPTS)
+@pytest.mark.parametrize("script", SCRIPTS + ("ppo_rtu_rtrl", "ppo_lru_rtrl"))
 def test_first_minibatch_ratio_is_one_across_episode_starts(script, tmp_path):
     """On the first minibatch of the first epoch, the ratio is 1 (within 1e-5) across episode boundaries.
 
     The script logs max|ratio - 1| of that minibatch (debug/first_minibatch_ratio_error), so this checks the real
-    rollout storage, windowing and update. RepeatPreviousEasy episodes are 51 steps, so with T = 64 every window of
-    the rollout contains an episode start at a position inside the window: the first minibatch has some.
+    rollout storage (stored states or carries, resets), the windowing and the update. RepeatPreviousEasy episodes
+    are 51 steps, so with T = 64 every window of the rollout contains an episode start at a position inside the
+    window: the first minibatch has some. (The RTRL scripts store one carry per step; T only sets the minibatch.)
     """
     T, num_steps = 64, 256
+    window = ("--tbptt-len", str(T)) if script in TBPTT_SCRIPTS else ("--no-compile",) if "rtrl" in script else ()
     proc = run_script(script, "--env-id", "popgym-RepeatPreviousEasy-v0", "--num-envs", "2", "--num-steps", str(num_steps),
-                      "--tbptt-len", str(T), "--num-minibatches", "4", "--update-epochs", "1", "--total-timesteps", "1024",
+                      *window, "--num-minibatches", "4", "--update-epochs", "1", "--total-timesteps", "1024",
                       cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     scalars = read_scalars(tmp_path)
