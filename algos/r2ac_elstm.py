@@ -1,16 +1,22 @@
 # R2AC: Real-Time Recurrent Actor-Critic with an eLSTM trained by exact RTRL (synchronous, single process).
-# Docs: README.md; equations: SPEC sections 2.3 (eLSTM and its RTRL) and 5 (R2AC).
+# Paper: Irie, Gopalakrishnan & Schmidhuber, "Exploring the Promise and Limits of Real-Time Recurrent Learning",
+# ICLR 2024. Docs: README.md; the eLSTM equations and its RTRL traces: triton_kernels/elstm.py.
 #
 # The scheme in one paragraph: num_envs environments are stepped in lock-step for segments of M steps
-# (--segment-len). The forward pass of every step is done once, during the rollout, with autograd on: encoder ->
-# one eLSTM step -> output gate -> policy / value heads. The eLSTM step is an autograd.Function whose forward also
-# updates the RTRL traces (sensitivities of the cell state c_t w.r.t. every eLSTM parameter, carried across segments
-# and reset at episode starts), and whose backward turns delta_t = dL/dc_t (the loss of step t through its own output
-# path only, since c_{t-1} enters the step as a constant) into exact parameter gradients sum_b delta_t * S_t.
-# At the end of the segment the on-policy V-trace loss (rho = c = 1, lambda = 1: n-step bootstrapped returns) is
-# formed and ONE backward pass + ONE RMSProp step is made. The encoder gets the one-step gradient (through x_t's
-# direct effect on c_t and on the output gate). --grad-method tbptt trains the same network by ordinary backprop
-# through the segment, truncated at its start (the paper's TBPTT baseline).
+# (--segment-len). The forward pass of every step is done once, during the rollout, with autograd on: encoder
+# (+ the last reward, clipped to [-1, 1], as in the paper's agent) -> one eLSTM step -> output gate -> policy / value
+# heads. The eLSTM step is an autograd.Function whose forward also updates the RTRL traces (sensitivities of the
+# cell state c_t w.r.t. every eLSTM parameter, carried across segments and reset at episode starts). At the end of
+# the segment the on-policy V-trace loss (rho = c = 1, lambda = 1: n-step bootstrapped returns) is formed and ONE
+# backward pass + ONE RMSProp step is made. The gradient paths are those of the official learner:
+#   - eLSTM parameters: exact RTRL, sum_t e_t * S_t, with e_t = dL/dc_t through the output path of step t only
+#     (the traces S_t already cover c_t's dependence on all earlier steps, across segments);
+#   - everything below the cell (encoder): the segment loss back-propagated through the cell states unrolled over
+#     the segment, eLSTM parameters held fixed, truncated at the segment start (--encoder-grad segment). The
+#     official learner does the same by unrolling the cell with autograd and its recurrent weights frozen.
+#     --encoder-grad one-step keeps only x_t's direct effect on c_t and on the output gate (c_{t-1} a constant).
+# --grad-method tbptt trains the same network by ordinary backprop through the segment, truncated at its start
+# (the paper's TBPTT baseline); every other setting is shared.
 #
 # Online RTRL and parameter updates: the traces of a segment are computed with the parameters in effect while the
 # segment was collected and they are NOT recomputed after an update (doing so would need the whole history). This is
@@ -45,7 +51,8 @@ from torch.utils.tensorboard import SummaryWriter
 torch.distributions.Distribution.set_default_validate_args(False)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root: triton_kernels
-from triton_kernels.elstm import ELSTMParams, ELSTMTraces, elstm_grads, elstm_init_params, elstm_step, elstm_zero_carry
+from triton_kernels._common import trace_contract
+from triton_kernels.elstm import ELSTMParams, ELSTMTraces, elstm_init_params, elstm_step, elstm_zero_carry
 
 
 @dataclass
@@ -74,13 +81,16 @@ class Args:
     resume: Optional[str] = None
     """continue the run in this run dir from its checkpoint (its saved args; a larger --total-timesteps extends it)"""
 
-    # Algorithm specific arguments (defaults: the official R2AC / torchbeast configuration, SPEC section 5)
+    # Algorithm specific arguments (defaults: the official R2AC / torchbeast configuration)
     env_id: str = "HalfCheetah-P-v5"
     """the id of the environment (MuJoCo -P/-V, MuJoCo v5, Reacher-POMDP-v5 or popgym-*-v0)"""
     total_timesteps: int = 1_000_000
     """total timesteps of the experiments"""
     grad_method: Literal["rtrl", "tbptt"] = "rtrl"
     """eLSTM gradient: exact RTRL (traces carried across segments) or BPTT truncated at the segment start"""
+    # rtrl only; the eLSTM's own gradient is exact RTRL either way
+    encoder_grad: Literal["segment", "one-step"] = "segment"
+    """the encoder's gradient under rtrl: back-propagated through the segment's cell states (official) or one-step"""
     learning_rate: float = 6e-4
     """the learning rate of the RMSProp optimizer"""
     num_envs: int = 32
@@ -121,9 +131,13 @@ class Args:
 
     # Model specific arguments
     encoder_dim: int = 64
-    """D: width of the observation encoder Dense+tanh, the input of the eLSTM"""
+    """D: width of the observation encoder Dense+tanh (the eLSTM input is D wide, D + 1 with --reward-input)"""
     hidden_dim: int = 188
-    """N: number of eLSTM units (2ND + 4N = 24,816 recurrent parameters at D = 64, the SPEC 2.5 budget)"""
+    """N: number of eLSTM units (2N*D_in + 4N recurrent parameters: 25,192 at D_in = 65, ~24k like the other models)"""
+    # the reward the loss sees (normalised with the env), before any truncation bootstrap; 0 before the run's first
+    # step; an episode's first step reads the previous episode's final reward, as in torchbeast
+    reward_input: bool = True
+    """append the last reward, clipped to [-1, 1], to the eLSTM input (the official agent's input)"""
     head_dim: int = 0
     """width of a Dense+tanh hidden layer in the actor and critic heads; 0 = linear heads (official R2AC)"""
     forget_bias: float = 0.0
@@ -137,7 +151,7 @@ class Args:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Environments (SPEC section 7) -- identical to algos/ppo_rtu_rtrl.py
+# Environments -- identical to algos/ppo_rtu_rtrl.py
 # ---------------------------------------------------------------------------------------------------------------
 # Observation indices kept by the MuJoCo -P (positions) and -V (velocities) variants, gymnasium v5 layout.
 MUJOCO_PV_INDICES = {
@@ -302,13 +316,28 @@ def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     return layer
 
 
-class ELSTMStepRTRL(torch.autograd.Function):
-    """One eLSTM step (SPEC 2.3) whose backward is exact RTRL.
+def elstm_gates(params: ELSTMParams, x, c_prev):
+    """The forget gate f_t and the cell input z_t of one eLSTM step; c_prev is already reset."""
+    f = torch.sigmoid(x @ params.F.T + params.w_f * c_prev + params.b_f)
+    z = torch.tanh(x @ params.Z.T + params.w_z * c_prev + params.b_z)
+    return f, z
 
-    forward: new cell state c_t and new traces from the carry (c_{t-1}, traces) of the previous step; the traces are
-    returned as non-differentiable outputs (they are the carry of the next step).
-    backward: the eLSTM parameters get sum_b delta_t * S_t from the NEW traces (they summarise the whole history, so
-    nothing is unrolled); x_t gets the one-step gradient with c_{t-1} held constant. c_{t-1} gets no gradient.
+
+class ELSTMStepRTRL(torch.autograd.Function):
+    """One eLSTM step whose backward gives the eLSTM parameters their exact RTRL gradient.
+
+    forward: the new cell state c_t and the new traces from the carry (c_{t-1}, traces) of the previous step. c_t is
+    returned twice with the same value: `c_out` feeds this step's output gate, `c_next` the next step. Their
+    gradients are kept apart because they play different roles (the traces are non-differentiable outputs).
+    backward, with e_t = dL/dc_out (the loss of step t through its own output only) and g_t = dL/dc_next (the loss of
+    the later steps of the segment, back-propagated through the unrolled cell states):
+      - eLSTM parameters: sum_b e_t * S_t from the NEW traces. S_t summarises the whole history, so summing this over
+        the steps gives the exact gradient; adding g_t here would count the later steps' losses twice.
+      - x_t and c_{t-1}: (e_t + g_t) times the step's local derivatives, so the layers below the cell get the
+        segment loss through the unrolled states (the caller cuts c at the segment start). If the caller passes a
+        detached c_{t-1}, g_t = 0 and x_t gets the one-step gradient.
+    The official learner does not double-count either: it reads its RTRL top gradient off a concatenated copy of the
+    cell states, which the recurrence does not use, so that gradient is e_t alone.
     """
 
     @staticmethod
@@ -317,21 +346,32 @@ class ELSTMStepRTRL(torch.autograd.Function):
         c, new = elstm_step(params, x, state, ELSTMTraces(tr_F, tr_Z, tr_wf, tr_wz, tr_bf, tr_bz), reset)
         ctx.save_for_backward(x, F, Z, w_f, w_z, b_f, b_z, state, reset, *new)
         ctx.mark_non_differentiable(*new)
-        return (c, *new)
+        ctx.set_materialize_grads(False)  # a missing gradient stays None: no zero tensors to add
+        return (c, c.clone(), *new)
 
     @staticmethod
-    def backward(ctx, delta, *unused_trace_grads):
+    def backward(ctx, e, g, *unused_trace_grads):
         x, F, Z, w_f, w_z, b_f, b_z, state, reset, *new = ctx.saved_tensors
         params = ELSTMParams(F, Z, w_f, w_z, b_f, b_z)
-        grad_x, grads = elstm_grads(params, x, state, reset, ELSTMTraces(*new), delta)
-        return (grad_x if ctx.needs_input_grad[0] else None, *grads) + (None,) * 8
+        keep = (reset == 0)[:, None]  # an episode start zeroes c_{t-1}: no gradient reaches it there
+        c_prev = torch.where(keep, state, 0.0)
+        f, z = elstm_gates(params, x, c_prev)
+        zhat, fhat = (1 - f) * (1 - z * z), (c_prev - z) * f * (1 - f)  # dc_t / d(pre-activations of z and f)
+        if e is None:
+            e = torch.zeros_like(c_prev)
+        grads = tuple(trace_contract(e, t) if t.dim() == 3 else (e * t).sum(0) for t in new)
+        total = e if g is None else e + g
+        grad_x = (total * zhat) @ Z + (total * fhat) @ F if ctx.needs_input_grad[0] else None
+        grad_state = None
+        if ctx.needs_input_grad[7]:
+            grad_state = torch.where(keep, total * (f + w_z * zhat + w_f * fhat), 0.0)  # dc_t/dc_{t-1} is diagonal
+        return (grad_x, *grads, grad_state) + (None,) * 7
 
 
 def elstm_cell(params: ELSTMParams, x, c_prev, reset):
     """Plain differentiable eLSTM step (no traces): truncated BPTT, and value-only evaluations."""
     c_prev = c_prev * (1.0 - reset.to(c_prev.dtype))[:, None]
-    f = torch.sigmoid(x @ params.F.T + params.w_f * c_prev + params.b_f)
-    z = torch.tanh(x @ params.Z.T + params.w_z * c_prev + params.b_z)
+    f, z = elstm_gates(params, x, c_prev)
     return f * c_prev + (1 - f) * z
 
 
@@ -355,9 +395,10 @@ class Agent(nn.Module):
         super().__init__()
         obs_dim = int(np.prod(envs.single_observation_space.shape))
         self.continuous = isinstance(envs.single_action_space, gym.spaces.Box)
-        self.hidden_dim, self.encoder_dim = args.hidden_dim, args.encoder_dim
-        N, D = args.hidden_dim, args.encoder_dim
-        self.encoder = nn.Sequential(layer_init(nn.Linear(obs_dim, D)), nn.Tanh())
+        self.reward_input, self.encoder_grad = args.reward_input, args.encoder_grad
+        N = self.hidden_dim = args.hidden_dim
+        D = self.input_dim = args.encoder_dim + int(args.reward_input)  # the eLSTM's input x_t: [encoder(obs), r]
+        self.encoder = nn.Sequential(layer_init(nn.Linear(obs_dim, args.encoder_dim)), nn.Tanh())
         self.F, self.Z, self.w_f, self.w_z, self.b_f, self.b_z = (nn.Parameter(p) for p in elstm_init_params(N, D))
         with torch.no_grad():
             self.b_f.add_(args.forget_bias)
@@ -384,21 +425,28 @@ class Agent(nn.Module):
 
     def zero_carry(self, batch, device):
         p = self.F
-        return elstm_zero_carry(batch, self.hidden_dim, self.encoder_dim, dtype=p.dtype, device=device)
+        return elstm_zero_carry(batch, self.hidden_dim, self.input_dim, dtype=p.dtype, device=device)
 
-    def core_step(self, obs, c, traces, reset, grad_method):
-        """encoder -> eLSTM step -> output gate. Returns (h_t, c_t, new traces or None).
+    def core_step(self, obs, last_reward, c, traces, reset, grad_method):
+        """encoder (+ last reward) -> eLSTM step -> output gate. Returns (h_t, c_t, new traces or None).
 
-        rtrl: c_{t-1} enters as a constant, the RTRL backward gives the eLSTM gradients; traces must be given.
-        tbptt: ordinary autograd through c_{t-1} (the caller detaches c at segment starts); traces are ignored.
+        last_reward (B,): the reward of the previous step, as the loss uses it (clipped here; unused without
+        --reward-input). The caller detaches c at segment starts (truncation).
+        rtrl: the RTRL backward gives the eLSTM gradients (traces must be given); the layers below get the segment
+        loss through the unrolled states (--encoder-grad segment) or, with c_{t-1} a constant, the one-step gradient.
+        tbptt: ordinary autograd through c_{t-1}; traces are ignored.
         """
         x = self.encoder(obs)
+        if self.reward_input:
+            x = torch.cat([x, last_reward.to(x.dtype).clamp(-1.0, 1.0)[:, None]], dim=-1)
         if grad_method == "rtrl":
-            c, *new = ELSTMStepRTRL.apply(x, *self.elstm_params(), c.detach(), *traces, reset)
+            state = c if self.encoder_grad == "segment" else c.detach()
+            c_out, c, *new = ELSTMStepRTRL.apply(x, *self.elstm_params(), state, *traces, reset)
             traces = ELSTMTraces(*new)
         else:
-            c, traces = elstm_cell(self.elstm_params(), x, c, reset), None
-        h = torch.sigmoid(self.output_gate(torch.cat([x, c], dim=-1))) * c
+            c_out, traces = elstm_cell(self.elstm_params(), x, c, reset), None
+            c = c_out
+        h = torch.sigmoid(self.output_gate(torch.cat([x, c_out], dim=-1))) * c_out
         return h, c, traces
 
     def initial_carry(self, batch, device=None):
@@ -406,11 +454,14 @@ class Agent(nn.Module):
         return torch.zeros(batch, self.hidden_dim, dtype=self.F.dtype, device=device)
 
     @torch.no_grad()
-    def policy_step(self, obs, carry, reset):
+    def policy_step(self, obs, carry, reset, last_reward=None):
         """One step of the policy without gradient: the eLSTM step from the cell state `carry`, a sampled action
         with its log-prob, and the value. For evaluation only: the training rollout keeps every step's autograd
-        graph (and, under RTRL, the traces) for the segment's update, so it uses core_step and act."""
-        h, c, _ = self.core_step(obs, carry, None, reset, "tbptt")
+        graph (and, under RTRL, the traces) for the segment's update, so it uses core_step and act.
+        last_reward (B,): the previous step's reward, as in training (required with --reward-input)."""
+        if self.reward_input and last_reward is None:
+            raise ValueError("this agent reads the last reward (--reward-input): pass policy_step(..., last_reward=)")
+        h, c, _ = self.core_step(obs, last_reward, carry, None, reset, "tbptt")
         action, logprob = sample_action(self.actor(h), self.actor_logstd if self.continuous else None)
         return action, logprob, self.critic(h).flatten(), c
 
@@ -450,7 +501,7 @@ class Agent(nn.Module):
 
 
 def r2ac_loss(logprobs, entropies, values, rewards, dones_after, bootstrap_value, gamma, ent_coef, baseline_cost):
-    """Segment loss (SPEC 5), summed over time and envs like torchbeast.
+    """Segment loss, summed over time and envs like torchbeast.
 
     On-policy V-trace (rho = c = 1, lambda = 1): vs_t = r_t + gamma*(1 - d_t)*vs_{t+1}, vs_M = V(x_M) (bootstrap);
     policy-gradient advantage r_t + gamma*(1 - d_t)*vs_{t+1} - V(x_t); d_t = episode ended at step t (done after).
@@ -485,6 +536,8 @@ def check_args(args):
             sys.exit(f"error: --{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     if not np.isfinite(args.forget_bias):
         sys.exit(f"error: --forget-bias must be finite, got {args.forget_bias}")
+    if args.grad_method == "tbptt" and args.encoder_grad != "segment":
+        sys.exit("error: --encoder-grad one-step needs --grad-method rtrl (truncated BPTT back-propagates the segment)")
     args.batch_size = int(args.num_envs * args.segment_len)
     args.num_iterations = args.total_timesteps // args.batch_size
     if args.num_iterations < 1:
@@ -512,10 +565,13 @@ def resume_args(args):
     checkpoint = torch.load(path, weights_only=False)
     if checkpoint["script"] != os.path.basename(__file__):
         sys.exit(f"error: --resume {args.resume} is a run of {checkpoint['script']}, not {os.path.basename(__file__)}")
-    missing = [f.name for f in fields(Args) if f.name not in checkpoint["args"]]
-    if missing:  # its defaults may not be what the run used
-        sys.exit(f"error: --resume {args.resume}: the checkpoint predates --{missing[0].replace('_', '-')}; start the run over")
     saved, default = Args(**checkpoint["args"]), Args()
+    # a run saved before these flags existed had no reward input and, under RTRL, the one-step encoder gradient (the
+    # observation options' defaults are what such a run used)
+    if "reward_input" not in checkpoint["args"]:
+        saved.reward_input = False
+    if "encoder_grad" not in checkpoint["args"]:
+        saved.encoder_grad = "one-step" if saved.grad_method == "rtrl" else "segment"
     for f in fields(Args):
         given = getattr(args, f.name)
         if f.name in ("resume", "total_timesteps", "batch_size", "num_iterations"):
@@ -633,7 +689,7 @@ if __name__ == "__main__":
     device = torch.device("cuda" if torch.cuda.is_available() and args.cuda else "cpu")
 
     # env setup: SAME_STEP autoreset, so a step that ends an episode returns the next episode's first observation
-    # and the final observation sits in infos["final_obs"]; no fake transition is ever inserted (SPEC 10).
+    # and the final observation sits in infos["final_obs"]; no fake transition is ever inserted.
     envs = gym.vector.SyncVectorEnv(
         [make_env(args.env_id, i, args.capture_video, run_name, args.gamma, normalize, args.obs_norm, args.popgym_obs,
                   args.first_step_copy, args.prev_reward) for i in range(args.num_envs)],
@@ -660,6 +716,7 @@ if __name__ == "__main__":
     envs.action_space.seed(args.seed)
     next_obs = torch.Tensor(next_obs).to(device)
     next_done = torch.ones(B).to(device)  # done BEFORE the step: the first step starts an episode (resets the carry)
+    last_reward = torch.zeros(B).to(device)  # the core's reward input; NOT reset at episode starts (as torchbeast)
     c, traces = agent.zero_carry(B, device)
     if args.grad_method == "tbptt":
         traces = None
@@ -669,6 +726,7 @@ if __name__ == "__main__":
         restore_env_state(envs, checkpoint["envs"])
         next_obs, next_done, c, *traces = checkpoint["carry"]
         traces = ELSTMTraces(*traces) if traces else None
+        last_reward = checkpoint.get("last_reward", last_reward)  # absent from runs without the reward input
         recent_returns.extend(checkpoint["recent_returns"])
         random.setstate(checkpoint["rng"][0])
         np.random.set_state(checkpoint["rng"][1])
@@ -683,25 +741,28 @@ if __name__ == "__main__":
             frac = 1.0 - (iteration - 1.0) / args.num_iterations
             optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
-        # the carry crosses the segment boundary without a graph: BPTT is truncated here; RTRL's traces carry on
+        # the carry crosses the segment boundary without a graph: every backward through the unrolled states (TBPTT,
+        # and the encoder's under RTRL) is truncated here; RTRL's traces carry on
         c = c.detach()
         segment_returns = []
         rollout_start = time.time()
         for step in range(M):
             global_step += B
             # ALGO LOGIC: one forward pass per step, kept for the segment's backward pass
-            h, c, traces = agent.core_step(next_obs, c, traces, next_done, args.grad_method)
+            h, c, traces = agent.core_step(next_obs, last_reward, c, traces, next_done, args.grad_method)
             action, logprobs[step], entropies[step], values[step] = agent.act(h)
 
             # TRY NOT TO MODIFY: execute the game and log data.
             next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+            step_reward = torch.as_tensor(reward, dtype=torch.float32, device=device).view(-1)  # before bootstrapping
             if not args.truncation_as_termination and truncations.any():
                 # Bootstrap time-limit truncation with V(final obs), computed from the pre-reset carry.
                 trunc = np.flatnonzero(truncations & ~terminations)
                 final_obs = torch.tensor(np.stack(infos["final_obs"][trunc]), dtype=torch.float32, device=device)
                 with torch.no_grad():
                     idx = torch.as_tensor(trunc, device=device)
-                    final_h, _, _ = agent.core_step(final_obs, c[idx], None, torch.zeros(len(trunc), device=device), "tbptt")
+                    final_h, _, _ = agent.core_step(final_obs, step_reward[idx], c[idx], None,
+                                                    torch.zeros(len(trunc), device=device), "tbptt")
                     reward = reward.copy()
                     reward[trunc] += args.gamma * agent.get_value(final_h).cpu().numpy()
             next_done_np = np.logical_or(terminations, truncations)
@@ -709,6 +770,7 @@ if __name__ == "__main__":
             next_obs = torch.Tensor(next_obs_np).to(device)
             next_done = torch.Tensor(next_done_np).to(device)
             dones_after[step] = next_done
+            last_reward = step_reward
 
             if "final_info" in infos and "episode" in infos["final_info"]:
                 episode = infos["final_info"]["episode"]
@@ -722,7 +784,7 @@ if __name__ == "__main__":
         # bootstrap value of the next observation (one step from the carry, no gradient)
         update_start = time.time()
         with torch.no_grad():
-            next_h, _, _ = agent.core_step(next_obs, c, None, next_done, "tbptt")
+            next_h, _, _ = agent.core_step(next_obs, last_reward, c, None, next_done, "tbptt")
             bootstrap_value = agent.get_value(next_h)
         loss, pg_loss, v_loss, entropy = r2ac_loss(
             torch.stack(logprobs), torch.stack(entropies), torch.stack(values), rewards, dones_after,
@@ -763,7 +825,8 @@ if __name__ == "__main__":
             save_checkpoint(f"{run_dir}/checkpoint.pt", dict(
                 script=os.path.basename(__file__), args=vars(args), model=agent.state_dict(),
                 optimizer=optimizer.state_dict(), envs=env_state(envs),
-                carry=(next_obs, next_done, c.detach(), *(traces or ())), recent_returns=list(recent_returns),
+                carry=(next_obs, next_done, c.detach(), *(traces or ())), last_reward=last_reward,
+                recent_returns=list(recent_returns),
                 rng=(random.getstate(), np.random.get_state(), torch.get_rng_state()),
                 global_step=global_step, iteration=iteration, wall_time=wall_time_before + time.time() - start_time))
 
