@@ -43,7 +43,7 @@ class ScriptUnpickler(pickle.Unpickler):
 
 def saved_statistics(checkpoint, script):
     """The first training env's outermost wrapper (make_env's EpisodeStatsClipNormalize), as pickled in the
-    checkpoint: it holds the observation statistics."""
+    checkpoint: it holds the observation and reward statistics."""
     return ScriptUnpickler(checkpoint["envs"], script).load()[0][0]
 
 
@@ -60,7 +60,7 @@ def evaluate(path, episodes, seed=0, capture_video=False):
     if not hasattr(script, "make_env"):
         sys.exit(f"error: {path} is a run of {checkpoint['script']}, which has no environment to evaluate in")
     # runs saved before these options existed used the POPGym baselines' input and per-feature statistics
-    legacy = {"popgym_obs": "baselines", "obs_norm": "feature"}
+    legacy = {"popgym_obs": "baselines", "obs_norm": "feature", "reward_input": False}
     legacy = {k: v for k, v in legacy.items() if k not in checkpoint["args"] and hasattr(script.Args, k)}
     args = script.Args(**legacy, **checkpoint["args"])
     args.num_envs = 1
@@ -74,7 +74,8 @@ def evaluate(path, episodes, seed=0, capture_video=False):
     options = {k: getattr(args, k) for k in ("obs_norm", "popgym_obs", "first_step_copy", "prev_reward") if hasattr(args, k)}
     env = script.make_env(args.env_id, 0, capture_video, run_name, args.gamma, normalize, **options)()
     if normalize:
-        env.obs_rms = saved_statistics(checkpoint, script).obs_rms
+        saved = saved_statistics(checkpoint, script)
+        env.obs_rms, env.ret_rms = saved.obs_rms, saved.ret_rms  # the reward too: R2AC's core reads it
     env.update = False  # frozen statistics
     envs = gym.vector.SyncVectorEnv([lambda: env], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     agent = script.Agent(envs, args)
@@ -84,11 +85,14 @@ def evaluate(path, episodes, seed=0, capture_video=False):
     torch.manual_seed(seed)
     returns = []
     obs, _ = envs.reset(seed=seed)
-    carry, reset = agent.initial_carry(1), torch.ones(1)
+    carry, reset, last_reward = agent.initial_carry(1), torch.ones(1), torch.zeros(1)
     while len(returns) < episodes:
         with torch.inference_mode():
-            action, _, _, carry = agent.policy_step(torch.as_tensor(obs, dtype=torch.float32), carry, reset)
-        obs, _, terminations, truncations, infos = envs.step(action.numpy())
+            # R2AC with --reward-input reads the previous reward, as in training
+            extra = {"last_reward": last_reward} if getattr(agent, "reward_input", False) else {}
+            action, _, _, carry = agent.policy_step(torch.as_tensor(obs, dtype=torch.float32), carry, reset, **extra)
+        obs, reward, terminations, truncations, infos = envs.step(action.numpy())
+        last_reward = torch.as_tensor(reward, dtype=torch.float32)
         reset = torch.as_tensor(np.logical_or(terminations, truncations), dtype=torch.float32)
         if "final_info" in infos and "episode" in infos["final_info"]:
             returns.append(float(infos["final_info"]["episode"]["r"][0]))
