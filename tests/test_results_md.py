@@ -104,7 +104,7 @@ def test_committed_results_readmes_are_up_to_date(results_md):
     assert results_md.main(["--check"]) == 0
 
 
-WINDOWS = os.path.join(ROOT, "results", "popgym", "windows.py")
+WINDOWS = os.path.join(ROOT, "scripts", "windows.py")
 
 
 def run_windows(*args):
@@ -112,7 +112,7 @@ def run_windows(*args):
 
 
 def test_windows_hand_values(tmp_path):
-    """results/popgym/windows.py: window means on made-up runs; a window is (a, a + W], so step 500 is in the first."""
+    """scripts/windows.py: window means on made-up runs; a window is (a, a + W], so step 500 is in the first."""
     export_run = load_script("plot").export_run
     (tmp_path / "run_scalars").mkdir()
     tag = "charts/episodic_return"

@@ -1,6 +1,6 @@
 """Plot and summarise charts/episodic_return of r2ac_elstm.py runs from their TensorBoard event files.
 
-Usage: python results/sanity/r2ac_elstm_plot.py OUT.png BIN_STEPS RANDOM_RETURN RUN_DIR [RUN_DIR ...]
+Usage: python scripts/r2ac_plot.py OUT.png BIN_STEPS RANDOM_RETURN RUN_DIR [RUN_DIR ...]
 Prints, per run, the mean episodic return in bins of BIN_STEPS env steps, the maximum over bins, and the mean
 over the last 100 episodes; draws every run plus a horizontal line at RANDOM_RETURN (uniform random policy).
 """

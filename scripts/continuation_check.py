@@ -5,20 +5,19 @@ returns (charts/episodic_return: step and value) up to the last step of the matc
 (default: results/popgym, the 1M-step comparison) with that run's, and prints one line per pair. Exits non-zero if
 any pair differs or has no match.
 
-Usage: python results/popgym/continuation_check.py DIR [SHORTER]
-  e.g. python results/popgym/continuation_check.py results/popgym/concentration_2M
+Usage: python scripts/continuation_check.py DIR [SHORTER]
+  e.g. python scripts/continuation_check.py results/popgym/concentration_2M
 """
 import glob
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
+POPGYM = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "results", "popgym")
 from plot import load_scalars, run_name  # noqa: E402
 
 if len(sys.argv) not in (2, 3):
     sys.exit(__doc__)
-shorter = sys.argv[2] if len(sys.argv) == 3 else HERE
+shorter = sys.argv[2] if len(sys.argv) == 3 else POPGYM
 longer = sorted(glob.glob(os.path.join(sys.argv[1], "run_scalars", "*.csv.gz")))
 if not longer:
     sys.exit(f"no exported runs in {sys.argv[1]}/run_scalars")

@@ -6,7 +6,7 @@
 # No episode ends (a continuing task); the carry is reset once, at the start. Prints the accuracy of the sampled
 # actions per segment (chance = 0.25) and the mean policy entropy (log 4 = 1.386 is uniform).
 #
-# Usage: python results/sanity/r2ac_delayed_bandit.py --delay 4 --iterations 300 [--grad-method tbptt]
+# Usage: python scripts/r2ac_delayed_bandit.py --delay 4 --iterations 300 [--grad-method tbptt]
 import argparse
 import os
 import sys
@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "algos"))
 import r2ac_elstm  # noqa: E402
 

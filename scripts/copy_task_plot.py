@@ -1,6 +1,6 @@
 """Plot validation accuracy curves of copy_task_elstm.py runs from the curve.csv each run writes.
 
-Usage: python results/sanity/copy_task_elstm_plot.py OUT.png RUN_DIR [RUN_DIR ...]
+Usage: python scripts/copy_task_plot.py OUT.png RUN_DIR [RUN_DIR ...]
 """
 import csv
 import os

@@ -1,13 +1,13 @@
 """Mean episodic return of a uniform random policy, with the environment construction of algos/r2ac_elstm.py.
 
-Usage: python results/sanity/r2ac_random_baseline.py popgym-RepeatFirstEasy-v0 [episodes] [seed]
+Usage: python scripts/r2ac_random_baseline.py popgym-RepeatFirstEasy-v0 [episodes] [seed]
 """
 import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "algos"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "algos"))
 from r2ac_elstm import make_env  # noqa: E402
 
 env_id = sys.argv[1]

@@ -11,9 +11,9 @@ spread more than a uniform policy's, and so whose MMER lies further above its me
 --policy skewed --logit-std S [S ...] is a memoryless policy that is only slightly non-uniform: softmax of logits
 drawn from N(0, S^2), redrawn at every reset (on ConcentrationEasy the cards are reshuffled each episode, so which
 actions are preferred does not matter, only how much). One row per S, with the policy's mean entropy, to set beside a
-PPO run's losses/entropy (results/popgym/concentration_dip.py).
+PPO run's losses/entropy (scripts/concentration_dip.py).
 
-Usage: python results/popgym/random_baseline.py popgym-RepeatFirstEasy-v0 [more env ids] [--steps 1000000] [--seed 1]
+Usage: python scripts/random_baseline.py popgym-RepeatFirstEasy-v0 [more env ids] [--steps 1000000] [--seed 1]
        [--policy uniform|constant|skewed] [--logit-std 0.5 ...]
 """
 import argparse
@@ -22,7 +22,7 @@ import sys
 
 import numpy as np
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path[:0] = [os.path.join(ROOT, "algos"), os.path.join(ROOT, "scripts")]
 from plot import final_score, mmer  # noqa: E402
 from ppo_rtu_rtrl import make_env  # noqa: E402

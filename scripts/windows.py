@@ -4,8 +4,8 @@ Reads the exported runs in DIR/run_scalars/ (scripts/plot.py --export-runs) and 
 one row per run and then one row per setting (the mean over its seeds), one column per window (a, a + W] of env
 steps. A window in which no episode of a run ended is left empty, and so is the setting's mean there.
 
-Usage: python results/popgym/windows.py DIR [--window 500000] [--check]
-  e.g. python results/popgym/windows.py results/popgym/concentration_4M
+Usage: python scripts/windows.py DIR [--window 500000] [--check]
+  e.g. python scripts/windows.py results/popgym/concentration_4M
   --check changes nothing and exits 1 if DIR/windows.md is not what this would write (tests/test_results_md.py).
 """
 import argparse
@@ -16,7 +16,6 @@ from collections import defaultdict
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
 from plot import load_scalars, run_name  # noqa: E402
 
 TAG = "charts/episodic_return"
@@ -53,7 +52,7 @@ def window_means(steps, returns):
 
 
 lines = [f"Mean episodic return in windows of {args.window:,} env steps (`{TAG}`), written by",
-         f"`python results/popgym/windows.py {os.path.relpath(args.dir)} --window {args.window}`.", ""]
+         f"`python scripts/windows.py {os.path.relpath(args.dir)} --window {args.window}`.", ""]
 header = ["run"] + [f"{fmt_steps(lo)}-{fmt_steps(hi)}" for lo, hi in zip(edges[:-1], edges[1:])]
 for env in sorted({env for env, _, _ in runs}):
     lines += [f"## {env}", "", "| " + " | ".join(header) + " |", "|" + "-|" * len(header)]

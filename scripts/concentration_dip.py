@@ -10,7 +10,7 @@ memoryless policy of about that entropy.
 a few kB each). Event files are not committed (runs/ is git-ignored); the exports are, and this script reads them like
 run dirs, with the same output.
 
-Usage: python results/popgym/concentration_dip.py RUN_DIR_OR_EXPORT [...] [--lo 20000] [--hi 100000] [--start-steps 10000]
+Usage: python scripts/concentration_dip.py RUN_DIR_OR_EXPORT [...] [--lo 20000] [--hi 100000] [--start-steps 10000]
        [--export DIR]
 """
 import argparse
@@ -19,7 +19,6 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
 from plot import EXPORT_SUFFIX, export_run, load_scalars, run_name  # noqa: E402
 
 p = argparse.ArgumentParser()

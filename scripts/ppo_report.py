@@ -1,6 +1,6 @@
 """Curves and numbers of PPO sanity runs (any algos/ppo_*.py script), read from their TensorBoard event files (no hand-written numbers).
 
-Usage: python results/sanity/ppo_report.py --run RUN_DIR --out PREFIX --command "CMD" --commit SHA --date "DATE"
+Usage: python scripts/ppo_report.py --run RUN_DIR --out PREFIX --command "CMD" --commit SHA --date "DATE"
        [--script-sha256 SHA] [--machine TEXT] [--random-return R] [--note TEXT ...]
 Writes PREFIX.png (episodic return: every episode, and the mean per PPO iteration) and PREFIX.md (the numbers below,
 the command, commit, date, steps and seed).
@@ -72,7 +72,7 @@ lines = [
     "",
     "One seed, default hyperparameters of the script unless given in the command. A check that the script learns,",
     "not a tuned or multi-seed result. Numbers below are computed from the run's TensorBoard event file by",
-    f"`python results/sanity/ppo_report.py` ({os.path.basename(opts.out)}.png is made by the same call).",
+    f"`python scripts/ppo_report.py` ({os.path.basename(opts.out)}.png is made by the same call).",
     "",
     f"- command (run in a scratch directory, OMP_NUM_THREADS=1): `{opts.command}`",
     f"- date: {opts.date}; git commit at start: {opts.commit}"
