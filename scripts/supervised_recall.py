@@ -13,12 +13,14 @@ Accuracy is measured on the rollout (the parameters before the iteration's updat
 visible (all but an episode's first step on RepeatFirst; steps >= k on RepeatPrevious).
 
 Usage: python scripts/supervised_recall.py --script ppo_rtu_rtrl --env-id popgym-RepeatFirstEasy-v0 --iterations 100
-       [--seed 1] [-- SCRIPT FLAGS, e.g. --rtu-variant linear --popgym-obs baselines]
+       [--seed 1] [--out RUN.json] [-- SCRIPT FLAGS, e.g. --rtu-variant linear --first-step-copy]
+       python scripts/supervised_recall.py --summarize DIR     (DIR/summary.md and DIR/accuracy.png from DIR/*.json)
 """
 import argparse
 import importlib
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -43,12 +45,17 @@ def answer(env, t):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--script", choices=["ppo_rtu_rtrl", "ppo_lru_rtrl", "ppo_gru_tbptt"], required=True)
+    parser.add_argument("--script", choices=["ppo_rtu_rtrl", "ppo_lru_rtrl", "ppo_gru_tbptt"])
     parser.add_argument("--env-id", default="popgym-RepeatFirstEasy-v0")
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", help="write the accuracy curve here (JSON)")
+    parser.add_argument("--summarize", metavar="DIR", help="instead: write DIR/summary.md and DIR/accuracy.png from DIR/*.json")
     opts, script_flags = parser.parse_known_args()
+    if opts.summarize:
+        return summarize(opts.summarize)
+    if opts.script is None:
+        sys.exit("error: --script is required")
     script_flags = [f for f in script_flags if f != "--"]
     mod = importlib.import_module(opts.script)
     import tyro
@@ -129,9 +136,40 @@ def main():
         print(f"iteration {iteration} steps {iteration * T} accuracy {accuracy:.3f} loss {float(loss):.3f} "
               f"({time.time() - start:.0f}s)", flush=True)
     if opts.out:
+        commit = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         with open(opts.out, "w") as f:
             json.dump({"script": opts.script, "flags": script_flags, "env_id": opts.env_id, "seed": opts.seed,
-                       "curve": curve}, f)
+                       "command": " ".join(["python", "scripts/supervised_recall.py", *sys.argv[1:]]),
+                       "commit": commit, "curve": curve}, f)
+
+
+def summarize(folder, last=10):
+    """One table row per run (accuracy on the steps that need memory, mean of the last `last` iterations) and a plot."""
+    import glob
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [json.load(open(p)) | {"file": os.path.basename(p)} for p in sorted(glob.glob(os.path.join(folder, "*.json")))]
+    if not runs:
+        sys.exit(f"error: no *.json in {folder}")
+    lines = ["| run | script | flags | steps | accuracy, last %d iterations | commit |" % last, "|-|-|-|-|-|-|"]
+    for r in runs:
+        acc = np.mean([a for _, a, _ in r["curve"][-last:]])
+        flags = " ".join(r["flags"]) or "(defaults)"
+        lines.append(f"| {r['file']} | {r['script']} | `{flags}` | {r['curve'][-1][0]} | {acc:.3f} | {r.get('commit', '')} |")
+        plt.plot([c[0] for c in r["curve"]], [c[1] for c in r["curve"]], label=f"{r['script']} {flags}")
+    plt.axhline(0.25, color="gray", ls=":", label="chance (4 suits)")
+    plt.xlabel("env steps")
+    plt.ylabel("accuracy where the answer is not visible")
+    plt.legend(fontsize=7)
+    plt.savefig(os.path.join(folder, "accuracy.png"), dpi=120, bbox_inches="tight")
+    commands = ["", "Commands:", ""] + [f"- `{r['command']}`" for r in runs if "command" in r]
+    with open(os.path.join(folder, "summary.md"), "w") as f:
+        f.write("\n".join(lines + commands) + "\n")
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":
