@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# R2AC on popgym-RepeatPreviousEasy-v0 (name the card shown 4 steps ago): which part of the official learner's setup
+# makes the eLSTM learn a short memory? 1M env steps, seeds 1 2, segments of M = 50 steps, each setting in full:
+#   *_official     the defaults: segment-truncated encoder gradient, the clipped last reward as a core input
+#   *_onestep      the encoder's one-step gradient and no reward input (the script before it matched the official learner)
+#   *_rewnorm      the defaults with observations and rewards normalised (POPGym's rewards are +-1/51 per step)
+#   rtrl_* / tbptt_*  exact RTRL or BPTT truncated at the segment start; every other setting is shared
+# Example: scripts/r2ac_diagnostics.sh -j 2
+#   plot: python scripts/plot.py --runs runs --out results/r2ac/diagnostics --exps . --popgym
+source "$(dirname "${BASH_SOURCE[0]}")/sweep_lib.sh"
+sweep_init r2ac_diagnostics "1 2" 1000000 "$@"
+declare -A DIAGNOSTICS=(
+  [rtrl_official]="--grad-method rtrl"
+  [tbptt_official]="--grad-method tbptt"
+  [rtrl_onestep]="--grad-method rtrl --encoder-grad one-step --no-reward-input"
+  [rtrl_rewnorm]="--grad-method rtrl --normalize-env True"
+  [tbptt_rewnorm]="--grad-method tbptt --normalize-env True"
+)
+ENV=popgym-RepeatPreviousEasy-v0
+for seed in $SEEDS; do
+  for setting in ${SETTINGS:-rtrl_official tbptt_official rtrl_onestep rtrl_rewnorm tbptt_rewnorm}; do
+    [[ -n ${DIAGNOSTICS[$setting]:-} ]] || _sweep_die "unknown setting '$setting' (known: ${!DIAGNOSTICS[*]})"
+    sweep_add "$ENV" "r2ac_$setting" "$seed" r2ac_elstm --env-id "$ENV" --seed "$seed" --total-timesteps "$STEPS" \
+      --segment-len 50 --exp-name "r2ac_$setting" ${DIAGNOSTICS[$setting]}
+  done
+done
+sweep_finish
