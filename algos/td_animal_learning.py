@@ -85,8 +85,11 @@ class Args:
     """number of online learning steps (a few minutes for the RTRL learners on one CPU core; see the header)"""
 
     # Learner
-    arch: Literal["rtu_nonlinear", "rtu_linear", "lru_rtrl", "gru_tbptt", "lru_tbptt"] = "rtu_nonlinear"
-    """recurrent learner: RTU (non-linear / linear) or online LRU by exact RTRL; GRU or LRU by truncated BPTT"""
+    arch: Literal["rtu_nonlinear", "rtu_linear", "lru_rtrl", "gru_tbptt", "lru_tbptt",
+                  "rnn_rtrl", "rnn_uoro", "rnn_kfrtrl", "rnn_snap1", "gru_snap1"] = "rtu_nonlinear"
+    """recurrent learner: RTU (non-linear / linear) or online LRU by exact RTRL; GRU or LRU by truncated BPTT;
+    dense tanh RNN by exact RTRL (rnn_rtrl), UORO (rnn_uoro), KF-RTRL (rnn_kfrtrl) or SnAp-1 (rnn_snap1); GRU by
+    SnAp-1 (gru_snap1). The dense RNN is always tanh (--activation does not apply to it or to the GRU)"""
     hidden_size: Optional[int] = None
     """units of the recurrent layer (RTU/LRU: complex units n, GRU: hidden size); default: matched to param_budget"""
     param_budget: Optional[int] = None
@@ -378,11 +381,16 @@ class LRUTBPTT(TBPTTLearner):
 def recurrent_param_count(arch, D, size, readout_dim=None):
     """Recurrent parameters (the value head w, b is not counted).
     RTU (n units): nu_log, theta_log, W1, W2 = 2n + 2nD.  GRU (H): PyTorch GRU with both biases = 3H(D + H + 2).
-    LRU (n units, readout H, default H = n): nu_log, theta_log, gamma_log, B (complex), C (complex) = 3n + 2nD + 2Hn."""
+    LRU (n units, readout H, default H = n): nu_log, theta_log, gamma_log, B (complex), C (complex) = 3n + 2nD + 2Hn.
+    Dense tanh RNN (n units): W = [W_hh | W_in | b] = n(n + D + 1).  GRU by SnAp-1: the GRU's 3H(D + H + 2)."""
     if arch.startswith("rtu"):
         return 2 * size + 2 * size * D
     if arch == "gru_tbptt":
         return 3 * size * (D + size + 2)
+    if arch == "gru_snap1":  # the same GRU
+        return 3 * size * (D + size + 2)
+    if arch.startswith("rnn"):  # dense tanh RNN, n units: W = [W_hh | W_in | b] = n (n + D + 1)
+        return size * (size + D + 1)
     return 3 * size + 2 * size * D + 2 * (readout_dim or size) * size
 
 
@@ -412,6 +420,16 @@ def flops_per_step(arch, D, size, T=1, readout_dim=None):
       + gating); per step T cells forward + backward = 3 T F, plus the head 6H.
     - LRU, T-BPTT: one cell forward F = 4nD + 12n (input projection, complex lambda*h + u); per step 3 (T F + 4Hn + 3H)
       + 10n (lambda).
+    - Dense tanh RNN, n units, m = n + D + 1 (W is n x m): forward W xt 2nm, tanh and d = 1 - h^2 3n, head and its
+      gradient 4n; then, by how d h / d W is tracked (see DenseRNN):
+      exact RTRL: W_hh M 2n^3 m, + xt on the diagonal nm, times d n^2 m, gradient w^T M 2n^2 m;
+      UORO: W_hh s~ 2n^2, times d n, signs and nu*d 3n, norms 2nm + 4n + 2m, rho0 / rho1 10, s~ update 3n,
+      theta~ update 3nm + n, gradient (w . s~) theta~ 2n + nm;
+      KF-RTRL: W_hh A 2n^3, times d n^2, norms 2n^2 + 4m + 2n, p1 / p2 10, u update 3m, A update 2n^2 + n,
+      gradient w^T A then outer with u 2n^2 + nm;
+      SnAp-1: S = d * (diag(W_hh) * S + xt) 3nm, gradient w * S nm.
+    - GRU, SnAp-1: the cell forward F = 6HD + 6H^2 + 20H, row coefficients and the diagonal Jacobian 20H, the trace
+      update S = J S + a * input 3 x (recurrent parameters), gradient w * S 1 x (recurrent parameters), head 4H.
     - Every arch: UPDATE_FLOPS_PER_PARAM x (all parameters, head included)."""
     H = readout_dim or size
     n = size
@@ -429,6 +447,20 @@ def flops_per_step(arch, D, size, T=1, readout_dim=None):
         cell = 4 * n * D + 12 * n
         core = 3 * (T * cell + 4 * H * n + 3 * H) + 10 * n
         head = H + 1
+    elif arch.startswith("rnn"):
+        m = n + D + 1
+        track = {"rnn_rtrl": 2 * n**3 * m + n * m + n * n * m + 2 * n * n * m,
+                 "rnn_uoro": (2 * n * n + n) + 3 * n + (2 * n * m + 4 * n + 2 * m) + 10 + 3 * n + (3 * n * m + n)
+                 + (2 * n + n * m),
+                 "rnn_kfrtrl": (2 * n**3 + n * n) + (2 * n * n + 4 * m + 2 * n) + 10 + 3 * m + (2 * n * n + n)
+                 + (2 * n * n + n * m),
+                 "rnn_snap1": 3 * n * m + n * m}[arch]
+        core = 2 * n * m + 3 * n + 4 * n + track
+        head = n + 1
+    elif arch == "gru_snap1":
+        P = 3 * n * (D + n + 2)
+        core = 6 * n * D + 6 * n * n + 20 * n + 20 * n + 4 * P + 4 * n
+        head = n + 1
     else:
         raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
     params = recurrent_param_count(arch, D, size, readout_dim) + head
@@ -445,7 +477,236 @@ def make_learner(arch, obs_dim, size, args, generator, dtype=torch.float32):
         return GRUTBPTT(obs_dim, size, args.tbptt_len, generator=generator, dtype=dtype)
     if arch == "lru_tbptt":
         return LRUTBPTT(obs_dim, size, args.tbptt_len, args.lru_readout_dim, args.activation, **common)
+    dense = {"rnn_rtrl": RNNRTRL, "rnn_uoro": RNNUORO, "rnn_kfrtrl": RNNKFRTRL, "rnn_snap1": RNNSnAp1}
+    if arch in dense:
+        return dense[arch](obs_dim, size, generator=generator, dtype=dtype)
+    if arch == "gru_snap1":
+        return GRUSnAp1(obs_dim, size, generator=generator, dtype=dtype)
     raise ValueError(f"unknown arch {arch!r}; expected one of {ARCHS}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# General (dense) cells trained online by exact RTRL and by approximations of it: UORO, KF-RTRL, SnAp-1
+# ---------------------------------------------------------------------------------------------------------------
+# the learners of this section, selected by --arch like the others
+APPROX_ARCHS = ("rnn_rtrl", "rnn_uoro", "rnn_kfrtrl", "rnn_snap1", "gru_snap1")
+ARCHS = ARCHS + APPROX_ARCHS
+
+# The dense tanh RNN (n units, D inputs, m = n + D + 1), in the notation of Mujika et al. 2018 (Sec. 2-3):
+#   xt_t = [h_{t-1}; x_t; 1] (m,),   h_t = tanh(W xt_t),   W = [W_hh | W_in | b] (n x m),   v(o_t) = w . h_t + b_v.
+# Its influence matrix M_t = d h_t / d W, with M_t[i, k, j] = d h_{t,i} / d W_kj, obeys the RTRL recursion
+#   M_t = H_t M_{t-1} + F_t,   H_t = d h_t / d h_{t-1} = diag(d_t) W_hh,   F_t[i, k, j] = d_{t,i} [i = k] xt_{t,j},
+# with d_t = tanh'(W xt_t) = 1 - h_t^2 (the forward-mode recursion of Tallec & Ollivier 2017, Sec. 2; Mujika et al.
+# 2018, Sec. 2; Menick et al. 2021, Sec. 2, "J_t = I_t + D_t J_{t-1}"). F_t is the Kronecker product of xt_t and
+# diag(d_t): that structure is what KF-RTRL keeps (Mujika et al. 2018, Sec. 3). The gradient of the value is
+#   dv(o_t) / dW_kj = sum_i w_i M_t[i, k, j].
+# Exact RTRL stores M (n^2 m numbers) and pays O(n^3 m) = O(n^4) per step for H_t M_{t-1}. The approximations store:
+#   UORO:    M ~ s~ (x) theta~ (a state-space vector times a parameter-space vector), O(n m) per step;
+#   KF-RTRL: M ~ A (x) u, M[i, k, j] ~ A[i, k] u[j] (A: n x n, u: m), O(n^3) per step;
+#   SnAp-1:  only M[k, k, j], the influence of W_kj on the unit k that it feeds directly, O(n m) per step.
+# UORO and KF-RTRL are unbiased: over their random signs, E[estimate of M_t] = M_t given the same parameters and
+# inputs (tests/test_approx_rtrl.py checks it statistically). SnAp-1 is biased unless W_hh is diagonal.
+# Resets: `step(x, reset=True)` starts an episode: h_{t-1} and the influence (or its estimate) are zeroed before the
+# step, as if the state were multiplied by (1 - done). The trace-conditioning stream never resets; the tests do.
+# UORO and KF-RTRL can carry `draws` independent estimates side by side (the tests use this to average over the
+# random signs); `step` returns their mean and leaves each draw's gradient of W in `draw_grads`. Runs use draws = 1.
+class DenseRNN:
+    """Dense tanh RNN with a linear value head; subclasses track d h_t / d W. W starts as PyTorch's nn.RNN init,
+    every entry ~ U(-1/sqrt(n), 1/sqrt(n)); the head starts at zero, as in every other learner."""
+
+    def __init__(self, obs_dim, n, generator=None, dtype=torch.float32):
+        self.n, self.D, self.m = n, obs_dim, n + obs_dim + 1
+        self.W = nn.Parameter(torch.empty(n, self.m, dtype=dtype).uniform_(-n**-0.5, n**-0.5, generator=generator))
+        self.w = nn.Parameter(torch.zeros(n, dtype=dtype))
+        self.b = nn.Parameter(torch.zeros(1, dtype=dtype))
+        self.h = torch.zeros(n, dtype=dtype)
+        self.generator = generator  # the random signs of UORO / KF-RTRL are drawn from the (seeded) init generator
+
+    def parameters(self):
+        return [self.W, self.w, self.b]
+
+    def recurrent_parameters(self):
+        return [self.W]
+
+    @torch.no_grad()
+    def step(self, x, reset=False):
+        if reset:
+            self.h = torch.zeros_like(self.h)
+            self.reset_influence()
+        xt = torch.cat((self.h, x.to(self.W.dtype), self.h.new_ones(1)))  # [h_{t-1}; x_t; 1]
+        h = torch.tanh(self.W @ xt)
+        g_W = self.track(xt, 1 - h * h)  # update the influence (estimate) to step t; dv/dW from it
+        self.h = h
+        return self.w @ h + self.b, [g_W, h.clone(), torch.ones_like(self.b)]
+
+    def signs(self, *shape):
+        """Independent uniform random signs (+1 / -1)."""
+        return torch.randint(0, 2, shape, generator=self.generator).to(self.W.dtype).mul_(2).sub_(1)
+
+    def _mean_over_draws(self, g):
+        self.draw_grads = g
+        return g[0] if len(g) == 1 else g.mean(0)
+
+
+class RNNRTRL(DenseRNN):
+    """Exact RTRL on the dense tanh RNN: M_t = diag(d_t) (W_hh M_{t-1} + [i = k] xt_j), O(n^3 m) per step."""
+
+    def __init__(self, obs_dim, n, generator=None, dtype=torch.float32):
+        super().__init__(obs_dim, n, generator, dtype)
+        self.M = torch.zeros(n, n, self.m, dtype=dtype)
+
+    def reset_influence(self):
+        self.M = torch.zeros_like(self.M)
+
+    def track(self, xt, d):
+        n, m = self.n, self.m
+        M = (self.W[:, :n] @ self.M.view(n, n * m)).view(n, n, m)  # W_hh M_{t-1}
+        M.diagonal(dim1=0, dim2=1).add_(xt[:, None])  # + [i = k] xt_j (view of shape (m, n))
+        self.M = M.mul_(d[:, None, None])  # diag(d_t) (...): H_t M_{t-1} + F_t
+        return (self.w @ self.M.view(n, n * m)).view(n, m)
+
+
+class RNNUORO(DenseRNN):
+    """UORO (Tallec & Ollivier 2017, Sec. 3, Prop. 1 and Algorithm 1) on the dense tanh RNN: M_t ~ s~_t theta~_t^T
+    with s~ (n,) and theta~ (n x m, the shape of W). With nu a vector of independent random signs:
+        s~_t     = rho0 H_t s~_{t-1} + rho1 nu,
+        theta~_t = theta~_{t-1} / rho0 + (nu^T F_t) / rho1,      nu^T F_t = (nu * d_t) xt_t^T,
+    unbiased because E[nu nu^T] = I and every cross term is odd in nu (rho0, rho1 are even in nu). The
+    variance-reduction factors equalise the norms of the two factors of each rank-one term (Prop. 1):
+        rho0 = sqrt(|theta~_{t-1}| / (|H_t s~_{t-1}| + eps)) + eps,   rho1 = sqrt(|nu^T F_t| / (|nu| + eps)) + eps.
+    The gradient estimate is dv/dW ~ (w . s~_t) theta~_t. O(n m) per step."""
+
+    eps = 1e-7
+
+    def __init__(self, obs_dim, n, generator=None, dtype=torch.float32, draws=1):
+        super().__init__(obs_dim, n, generator, dtype)
+        self.draws = draws
+        self.s = torch.zeros(draws, n, dtype=dtype)
+        self.theta = torch.zeros(draws, n, self.m, dtype=dtype)
+
+    def reset_influence(self):
+        self.s, self.theta = torch.zeros_like(self.s), torch.zeros_like(self.theta)
+
+    def track(self, xt, d):
+        eps = self.eps
+        Hs = d * (self.s @ self.W[:, :self.n].T)  # H_t s~_{t-1} = d_t * (W_hh s~_{t-1}), (K, n)
+        nu = self.signs(self.draws, self.n)
+        nu_d = nu * d  # nu^T F_t = outer(nu * d_t, xt_t); its norm is |nu * d_t| |xt_t|
+        rho0 = torch.sqrt(self.theta.flatten(1).norm(dim=1) / (Hs.norm(dim=1) + eps)) + eps
+        rho1 = torch.sqrt(nu_d.norm(dim=1) * xt.norm() / (math.sqrt(self.n) + eps)) + eps
+        self.s = rho0[:, None] * Hs + rho1[:, None] * nu
+        self.theta = self.theta / rho0[:, None, None] + (nu_d / rho1[:, None])[:, :, None] * xt
+        return self._mean_over_draws((self.s @ self.w)[:, None, None] * self.theta)
+
+
+class RNNKFRTRL(DenseRNN):
+    """KF-RTRL (Mujika et al. 2018, Sec. 3) on the dense tanh RNN: M_t[i, k, j] ~ A_t[i, k] u_t[j] (A: n x n,
+    u: m). H_t M_{t-1} + F_t ~ (H_t A_{t-1}) (x) u_{t-1} + diag(d_t) (x) xt_t is a sum of two Kronecker products;
+    with independent random signs c1, c2 it is replaced, without bias (E[c1 c2] = 0, E[c^2] = 1), by one:
+        u_t = c1 p1 u_{t-1} + c2 p2 xt_t,      A_t = c1 (H_t A_{t-1}) / p1 + c2 diag(d_t) / p2,
+    with the variance-minimising factors p1 = sqrt(|H_t A_{t-1}| / |u_{t-1}|), p2 = sqrt(|d_t| / |xt_t|) (Frobenius
+    norms; eps guards the first step, where u = A = 0). The gradient estimate is dv/dW_kj ~ (w^T A_t)_k u_t[j].
+    O(n^3) per step (H_t A_{t-1} = diag(d_t) W_hh A_{t-1})."""
+
+    eps = 1e-7
+
+    def __init__(self, obs_dim, n, generator=None, dtype=torch.float32, draws=1):
+        super().__init__(obs_dim, n, generator, dtype)
+        self.draws = draws
+        self.u = torch.zeros(draws, self.m, dtype=dtype)
+        self.A = torch.zeros(draws, n, n, dtype=dtype)
+
+    def reset_influence(self):
+        self.u, self.A = torch.zeros_like(self.u), torch.zeros_like(self.A)
+
+    def track(self, xt, d):
+        eps = self.eps
+        HA = d[:, None] * (self.W[:, :self.n] @ self.A)  # H_t A_{t-1}, (K, n, n)
+        c = self.signs(self.draws, 2)
+        p1 = torch.sqrt(HA.flatten(1).norm(dim=1) / (self.u.norm(dim=1) + eps)) + eps
+        p2 = torch.sqrt(d.norm() / (xt.norm() + eps)) + eps
+        c1, c2 = c[:, 0], c[:, 1]
+        self.u = (c1 * p1)[:, None] * self.u + (c2 * p2)[:, None] * xt
+        self.A = (c1 / p1)[:, None, None] * HA + torch.diag_embed((c2 / p2)[:, None] * d)
+        return self._mean_over_draws((self.w @ self.A)[:, :, None] * self.u[:, None, :])
+
+
+class RNNSnAp1(DenseRNN):
+    """SnAp-1 (Menick et al. 2021, Sec. 3: J_t ~ (I_t + D_t J_{t-1}) masked to the entries that are non-zero after
+    one step) on the dense tanh RNN. W_kj reaches only unit k in one step, so the kept influence is S[k, j] ~
+    M[k, k, j], and only the diagonal of H_t acts on it:
+        S_t = d_t * (diag(W_hh) * S_{t-1} + xt_t)   (row k scaled by d_{t,k} and W_kk),   dv/dW_kj ~ w_k S_t[k, j].
+    Exact when W_hh is diagonal (then H_t is diagonal and the dropped entries stay zero). O(n m) per step."""
+
+    def __init__(self, obs_dim, n, generator=None, dtype=torch.float32):
+        super().__init__(obs_dim, n, generator, dtype)
+        self.S = torch.zeros(n, self.m, dtype=dtype)
+
+    def reset_influence(self):
+        self.S = torch.zeros_like(self.S)
+
+    def track(self, xt, d):
+        self.S = d[:, None] * (self.W.diagonal()[:, None] * self.S + xt)  # W.diagonal() = diag(W_hh)
+        return self.w[:, None] * self.S
+
+
+class GRUSnAp1:
+    """GRU (PyTorch's equations and parameters, the init of GRUTBPTT) trained by SnAp-1 (Menick et al. 2021, Sec. 3)
+    with the hidden state h as the recurrent state:
+        r = sig(W_ir x + b_ir + W_hr h + b_hr),  z = sig(W_iz x + b_iz + W_hz h + b_hz),
+        c = tanh(W_ic x + b_ic + r * (W_hc h + b_hc)),  h' = (1 - z) * c + z * h.
+    Every parameter sits in a row (gate g, unit i) and reaches only h'_i in one step, so SnAp-1 keeps one number per
+    parameter, its influence S on h_i, a tensor of the parameter's shape:
+        S_t = J_t,i S_{t-1} + (immediate d h'_i / d p),   J_t,i = d h'_i / d h_i (the diagonal of d h' / d h),
+        J_t,i = z_i + a_z,i W_hz[i, i] + a_hc,i W_hc[i, i] + a_r,i W_hr[i, i], with the row coefficients
+        a_c = (1 - z)(1 - c^2), a_z = (h - c) z (1 - z), a_r = a_c (W_hc h + b_hc) r (1 - r), a_hc = a_c r:
+        d h'_i / d W_ih[(g, i), j] = a_g,i x_j, d h'_i / d W_hh[(g, i), j] = a'_g,i h_j (a' = a except a'_c = a_hc),
+        and the same coefficients for the biases b_ih (a) and b_hh (a'). Gradient: dv / dp = w_i S.
+    Exact when the three blocks of W_hh are diagonal. O(parameters) per step."""
+
+    def __init__(self, obs_dim, H, generator=None, dtype=torch.float32):
+        self.H = H
+        shapes = ((3 * H, obs_dim), (3 * H, H), (3 * H,), (3 * H,))  # nn.GRU's order: W_ih, W_hh, b_ih, b_hh
+        self.W_ih, self.W_hh, self.b_ih, self.b_hh = (  # PyTorch's default GRU init U(-1/sqrt(H), 1/sqrt(H)), seeded
+            nn.Parameter(torch.empty(s, dtype=dtype).uniform_(-H**-0.5, H**-0.5, generator=generator)) for s in shapes)
+        self.w = nn.Parameter(torch.zeros(H, dtype=dtype))
+        self.b = nn.Parameter(torch.zeros(1, dtype=dtype))
+        self.h = torch.zeros(H, dtype=dtype)
+        self.S = [torch.zeros(s, dtype=dtype) for s in shapes]
+
+    def parameters(self):
+        return [self.W_ih, self.W_hh, self.b_ih, self.b_hh, self.w, self.b]
+
+    def recurrent_parameters(self):
+        return [self.W_ih, self.W_hh, self.b_ih, self.b_hh]
+
+    @torch.no_grad()
+    def step(self, x, reset=False):
+        H, hp = self.H, self.h
+        if reset:
+            hp = torch.zeros_like(hp)
+            self.S = [torch.zeros_like(s) for s in self.S]
+        x = x.to(hp.dtype)
+        gi, gh = self.W_ih @ x + self.b_ih, self.W_hh @ hp + self.b_hh
+        r = torch.sigmoid(gi[:H] + gh[:H])
+        z = torch.sigmoid(gi[H:2 * H] + gh[H:2 * H])
+        hc = gh[2 * H:]
+        c = torch.tanh(gi[2 * H:] + r * hc)
+        h = (1 - z) * c + z * hp
+        a_c = (1 - z) * (1 - c * c)
+        a_z = (hp - c) * z * (1 - z)
+        a_r = a_c * hc * r * (1 - r)
+        a_hc = a_c * r
+        Wd = self.W_hh.view(3, H, H).diagonal(dim1=1, dim2=2)  # rows: diag(W_hr), diag(W_hz), diag(W_hc)
+        J = (z + a_r * Wd[0] + a_z * Wd[1] + a_hc * Wd[2]).repeat(3)  # J_i for every row (g, i)
+        a_in, a_rec = torch.cat((a_r, a_z, a_c)), torch.cat((a_r, a_z, a_hc))
+        S_ih, S_hh, S_bi, S_bh = self.S
+        self.S = [J[:, None] * S_ih + a_in[:, None] * x, J[:, None] * S_hh + a_rec[:, None] * hp,
+                  J * S_bi + a_in, J * S_bh + a_rec]
+        self.h = h
+        w3 = self.w.repeat(3)
+        grads = [w3[:, None] * self.S[0], w3[:, None] * self.S[1], w3 * self.S[2], w3 * self.S[3]]
+        return self.w @ h + self.b, [*grads, h.clone(), torch.ones_like(self.b)]
 
 
 def check_args(args):

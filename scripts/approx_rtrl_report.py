@@ -1,0 +1,357 @@
+"""Step-size selection and report of the approximate-RTRL comparison on trace conditioning (scripts/approx_rtrl.sh).
+
+    python scripts/approx_rtrl_report.py select SUMMARIES... --runs-dir RUNS --out results/approx_rtrl
+        From the selection runs (PHASE=select): for every learner (arch, T, budget) and ISI, the step size with the
+        lowest mean MSRE over the selection seeds; a step size with a diverged seed (the run stopped on a non-finite
+        TD error: no summary, "non-finite" in its log under RUNS/.logs) is not eligible. Writes selected_lr.csv
+        (read by approx_rtrl.sh PHASE=report), selection_runs.csv (every selection run) and selection.md.
+    python scripts/approx_rtrl_report.py report SUMMARIES... --out results/approx_rtrl
+        From the report runs (PHASE=report): checks that every run used its selected step size and that all runs have
+        the same length, then writes records.csv (one row per run, the columns of plot.py's trace_records.csv, so
+        scripts/results_md.py's "trace" directive reads it), msre.md (the tables), msre_vs_flops_isi*.png,
+        time_vs_flops_isi*.png (and msre_vs_params_isi*.png when there is more than one budget), and splices the
+        tables into README.md between the "approx-rtrl tables" markers.
+
+MSRE = mean over the run of (v_t - G_t)^2 (lower is better). Nothing is typed by hand: every number comes from the
+per-run JSON summaries written by td_animal_learning.py.
+"""
+import argparse
+import csv
+import glob
+import json
+import os
+import re
+import sys
+from collections import defaultdict
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plot import bootstrap_mean_ci  # noqa: E402
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+
+FAMILY = {"rtu_nonlinear": "exact RTRL, restricted cell", "rtu_linear": "exact RTRL, restricted cell",
+          "lru_rtrl": "exact RTRL, restricted cell", "gru_tbptt": "T-BPTT", "lru_tbptt": "T-BPTT",
+          "rnn_rtrl": "exact RTRL, dense cell", "rnn_uoro": "approximate RTRL, general cell",
+          "rnn_kfrtrl": "approximate RTRL, general cell", "rnn_snap1": "approximate RTRL, general cell",
+          "gru_snap1": "approximate RTRL, general cell"}
+FAMILIES = ["exact RTRL, restricted cell", "T-BPTT", "approximate RTRL, general cell", "exact RTRL, dense cell"]
+FAMILY_COLOR = dict(zip(FAMILIES, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
+LABEL = {"rtu_nonlinear": "non-linear RTU", "rtu_linear": "linear RTU", "lru_rtrl": "online LRU",
+         "gru_tbptt": "GRU, T-BPTT", "lru_tbptt": "LRU, T-BPTT", "rnn_rtrl": "dense RNN, exact RTRL",
+         "rnn_uoro": "dense RNN, UORO", "rnn_kfrtrl": "dense RNN, KF-RTRL", "rnn_snap1": "dense RNN, SnAp-1",
+         "gru_snap1": "GRU, SnAp-1"}
+MARKER = {"rtu_nonlinear": "o", "rtu_linear": "s", "lru_rtrl": "D", "gru_tbptt": "^", "lru_tbptt": "v",
+          "rnn_rtrl": "*", "rnn_uoro": "P", "rnn_kfrtrl": "X", "rnn_snap1": "h", "gru_snap1": "<"}
+TABLE_BEGIN = "<!-- approx-rtrl tables: written by scripts/approx_rtrl_report.py report; do not edit by hand -->"
+TABLE_END = "<!-- /approx-rtrl tables -->"
+RECORD_COLUMNS = ["arch", "isi", "seed", "tbptt_len", "budget", "params", "hidden_size", "learning_rate", "steps",
+                  "msre", "msre_last_bin", "flops_per_step", "sec_per_step", "gamma", "td_lambda", "num_distractors",
+                  "family", "run_name"]
+
+
+def budget_of(summary):
+    """The --param-budget of a run, from its exp name (approx_rtrl.sh puts _P<budget> in it); "-" for the default."""
+    m = re.search(r"__td_[a-z0-9_]*?_P(\d+)_lr", summary["run_name"])
+    return m.group(1) if m else "-"
+
+
+def load(paths):
+    files = []
+    for p in paths:
+        if os.path.isdir(p):
+            files += sorted(glob.glob(os.path.join(p, "**", "*.json"), recursive=True))
+        elif os.path.exists(p):
+            files.append(p)
+        else:
+            sys.exit(f"error: {p} does not exist")
+    recs = []
+    for f in files:
+        with open(f) as fh:
+            r = json.load(fh)
+        if "msre" not in r or "arch" not in r:
+            continue
+        r["T"] = "-" if r.get("tbptt_len") is None else str(r["tbptt_len"])
+        r["budget"] = budget_of(r)
+        r["family"] = FAMILY.get(r["arch"], "other")
+        recs.append(r)
+    if not recs:
+        sys.exit(f"error: no td_animal_learning.py summaries in {', '.join(paths)}")
+    lengths = {r["steps"] for r in recs}
+    if len(lengths) > 1:
+        sys.exit(f"error: runs of different lengths {sorted(lengths)}: their MSREs are not comparable")
+    return recs
+
+
+def lr_text(lr):
+    """1e-4, 3e-4, ... (the spelling of approx_rtrl.sh's LRS and run names)."""
+    mantissa, exponent = f"{lr:e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def config_key(r):
+    return (r["isi"], r["arch"], r["T"], r["budget"])
+
+
+def sort_key(key):
+    isi, arch, T, budget = key
+    order = list(LABEL)
+    return (isi, budget if budget != "-" else "", order.index(arch) if arch in order else 99,
+            -1 if T == "-" else int(T))
+
+
+def name(arch, T):
+    return LABEL.get(arch, arch) + ("" if T == "-" else f", T = {T}")
+
+
+# ------------------------------------------------------------------------------------------------ select
+def diverged(runs_dir, isi, r_setting, seed):
+    """True if the sweep log of this selection run says it stopped on a non-finite value."""
+    pattern = os.path.join(runs_dir, ".logs", f"TraceConditioning-ISI{isi}__{r_setting}__{seed}__*.log")
+    for log in glob.glob(pattern):
+        with open(log, errors="replace") as f:
+            if "non-finite" in f.read():
+                return True
+    return False
+
+
+def select(args):
+    recs = load(args.summaries)
+    lrs = [float(x) for x in args.lrs.split()]
+    seeds = [int(s) for s in args.seeds.split()]
+    groups = defaultdict(dict)  # config -> {(lr, seed): msre}
+    for r in recs:
+        groups[config_key(r)][(r["learning_rate"], r["seed"])] = r["msre"]
+    rows, selected, missing = [], [], []
+    for key in sorted(groups, key=sort_key):
+        isi, arch, T, budget = key
+        by_lr = {}
+        for lr in lrs:
+            vals = []
+            for seed in seeds:
+                v = groups[key].get((lr, seed))
+                if v is None:
+                    setting = f"td_{arch}" + ("" if T == "-" else f"_T{T}") + ("" if budget == "-" else f"_P{budget}")
+                    setting += f"_lr{lr_text(lr)}"
+                    if args.runs_dir and diverged(args.runs_dir, isi, setting, seed):
+                        v = float("inf")
+                    else:
+                        missing.append(f"ISI {isi} {setting} seed {seed}")
+                        continue
+                vals.append(v)
+                rows.append(dict(isi=isi, arch=arch, tbptt_len=T, budget=budget, learning_rate=lr_text(lr), seed=seed,
+                                 msre="diverged" if v == float("inf") else repr(v)))
+            by_lr[lr] = float(np.mean(vals)) if vals else None
+        eligible = {lr: m for lr, m in by_lr.items() if m is not None and np.isfinite(m)}
+        if not eligible:
+            sys.exit(f"error: no eligible step size for {key}")
+        best = min(eligible, key=eligible.get)
+        selected.append(dict(isi=isi, arch=arch, tbptt_len=T, budget=budget, learning_rate=lr_text(best),
+                             selection_msre=repr(eligible[best]), by_lr=by_lr))
+    if missing:
+        sys.exit("error: selection runs missing (neither a summary nor a divergence in the log):\n  " +
+                 "\n  ".join(missing))
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "selected_lr.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, ["isi", "arch", "tbptt_len", "budget", "learning_rate", "selection_msre"],
+                           extrasaction="ignore")
+        w.writeheader()
+        w.writerows(selected)
+    with open(os.path.join(args.out, "selection_runs.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, ["isi", "arch", "tbptt_len", "budget", "learning_rate", "seed", "msre"])
+        w.writeheader()
+        w.writerows(rows)
+    md = ["# Step-size selection", "",
+          f"Mean MSRE over the selection seed(s) {', '.join(map(str, seeds))} for each Adam step size; **bold**: the "
+          "selected one (lowest mean; a step size whose run diverged is not eligible). Generated by "
+          "`scripts/approx_rtrl_report.py select` from `selection_runs.csv`.", ""]
+    for isi in sorted({s["isi"] for s in selected}):
+        md += [f"## ISI {isi}", "", "| learner | budget | " + " | ".join(lr_text(lr) for lr in lrs) + " |",
+               "|-|-|" + "-|" * len(lrs)]
+        for s in [s for s in selected if s["isi"] == isi]:
+            cells = []
+            for lr in lrs:
+                m = s["by_lr"][lr]
+                txt = "diverged" if m is not None and not np.isfinite(m) else ("n/a" if m is None else f"{m:.4g}")
+                cells.append(f"**{txt}**" if lr_text(lr) == s["learning_rate"] else txt)
+            md.append(f"| {name(s['arch'], s['tbptt_len'])} | {s['budget']} | " + " | ".join(cells) + " |")
+        md.append("")
+    with open(os.path.join(args.out, "selection.md"), "w") as f:
+        f.write("\n".join(md))
+    print("\n".join(md))
+
+
+# ------------------------------------------------------------------------------------------------ report
+def summarise(recs, reps=2000):
+    rows = []
+    groups = defaultdict(list)
+    for r in recs:
+        groups[config_key(r)].append(r)
+    for key in sorted(groups, key=sort_key):
+        rs = sorted(groups[key], key=lambda r: r["seed"])
+        isi, arch, T, budget = key
+        for field in ("learning_rate", "params", "flops_per_step", "gamma", "td_lambda"):
+            if len({r[field] for r in rs}) > 1:
+                sys.exit(f"error: the seeds of {key} differ in {field}")
+        v = np.array([r["msre"] for r in rs])
+        m, lo, hi = bootstrap_mean_ci(v[:, None], reps=reps, seed=0)
+        rows.append(dict(isi=isi, arch=arch, T=T, budget=budget, family=FAMILY.get(arch, "other"),
+                         params=rs[0]["params"], flops=rs[0]["flops_per_step"], lr=rs[0]["learning_rate"],
+                         sec=float(np.mean([r["sec_per_step"] for r in rs])), msre=float(m[0]),
+                         std=float(v.std(ddof=1)) if len(v) > 1 else 0.0, lo=float(lo[0]), hi=float(hi[0]),
+                         n=len(v), seeds=[r["seed"] for r in rs]))
+    return rows
+
+
+def pareto(rows):
+    """The learners that no cheaper-or-equal learner beats: sorted by FLOPs, each with a lower MSRE than all before."""
+    front, best = [], float("inf")
+    for r in sorted(rows, key=lambda r: (r["flops"], r["msre"])):
+        if r["msre"] < best:
+            front.append(r)
+            best = r["msre"]
+    return front
+
+
+def tables(rows, steps):
+    out = []
+    for isi in sorted({r["isi"] for r in rows}):
+        rr = [r for r in rows if r["isi"] == isi]
+        out += [f"**ISI {isi}** ({steps:,} steps; MSRE mean ± std over seeds [95% bootstrap CI], n seeds; sorted by "
+                "MSRE)", "",
+                "| learner | family | budget | recurrent params | FLOPs/step | sec/step | step size | MSRE |",
+                "|-|-|-|-|-|-|-|-|"]
+        for r in sorted(rr, key=lambda r: r["msre"]):
+            out.append(f"| {name(r['arch'], r['T'])} | {r['family']} | {r['budget']} | {r['params']:,} | "
+                       f"{r['flops']:,} | {r['sec'] * 1e3:.2f} ms | {lr_text(r['lr'])} | {r['msre']:.4f} ± "
+                       f"{r['std']:.4f} [{r['lo']:.4f}, {r['hi']:.4f}] (n={r['n']}) |")
+        out += ["", f"MSRE-vs-FLOPs Pareto front, ISI {isi} (each learner beats every cheaper one):", "",
+                "| FLOPs/step | learner | family | MSRE |", "|-|-|-|-|"]
+        for r in pareto(rr):
+            out.append(f"| {r['flops']:,} | {name(r['arch'], r['T'])} | {r['family']} | {r['msre']:.4f} |")
+        out += ["", f"Best of each family, ISI {isi}:", "",
+                "| family | best learner | FLOPs/step | MSRE | cheapest learner of the family | FLOPs/step | MSRE |",
+                "|-|-|-|-|-|-|-|"]
+        for fam in FAMILIES:
+            fr = [r for r in rr if r["family"] == fam]
+            if not fr:
+                continue
+            b, c = min(fr, key=lambda r: r["msre"]), min(fr, key=lambda r: (r["flops"], r["msre"]))
+            out.append(f"| {fam} | {name(b['arch'], b['T'])} | {b['flops']:,} | {b['msre']:.4f} | "
+                       f"{name(c['arch'], c['T'])} | {c['flops']:,} | {c['msre']:.4f} |")
+        out.append("")
+    return out
+
+
+def plots(rows, out):
+    budgets = {r["budget"] for r in rows}
+    for isi in sorted({r["isi"] for r in rows}):
+        rr = [r for r in rows if r["isi"] == isi]
+        specs = [("flops", "msre", "msre_vs_flops", "FLOPs per step (analytic)", "MSRE (mean over seeds, 95% CI)"),
+                 ("flops", "sec", "time_vs_flops", "FLOPs per step (analytic)", "wall-clock seconds per step (loaded)")]
+        if len(budgets) > 1:
+            specs.append(("params", "msre", "msre_vs_params", "recurrent parameters", "MSRE (mean over seeds, 95% CI)"))
+        for xkey, ykey, fname, xlabel, ylabel in specs:
+            fig, ax = plt.subplots(figsize=(7.5, 4.8))
+            seen = set()
+            for r in sorted(rr, key=lambda r: (r["arch"], r["flops"])):
+                lab = name(r["arch"], r["T"]) if len(budgets) == 1 else name(r["arch"], "-")
+                kw = dict(color=FAMILY_COLOR.get(r["family"], "gray"), marker=MARKER.get(r["arch"], "o"), ms=7,
+                          ls="none", label=None if lab in seen else lab)
+                seen.add(lab)
+                if ykey == "msre":
+                    ax.errorbar(r[xkey], r["msre"], yerr=[[r["msre"] - r["lo"]], [r["hi"] - r["msre"]]], capsize=2,
+                                **kw)
+                else:
+                    ax.plot(r[xkey], r[ykey], **kw)
+                if r["T"] != "-":
+                    ax.annotate(f"T={r['T']}", (r[xkey], r[ykey]), fontsize=6, xytext=(4, 3), textcoords="offset points")
+            if ykey == "msre" and xkey == "flops":
+                front = pareto(rr)
+                ax.plot([r["flops"] for r in front], [r["msre"] for r in front], color="k", lw=0.8, ls=":",
+                        label="Pareto front")
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
+            if ykey == "sec":
+                ax.set_yscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.set_title(f"Trace conditioning, ISI {isi}: colour = family "
+                         "(blue exact RTRL restricted, orange T-BPTT, green approx. RTRL, red exact RTRL dense)",
+                         fontsize=7)
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=6, ncol=2)
+            fig.tight_layout()
+            fig.savefig(os.path.join(out, f"{fname}_isi{isi}.png"), dpi=120)
+            plt.close(fig)
+
+
+def report(args):
+    recs = load(args.summaries)
+    if args.selected:
+        with open(args.selected, newline="") as f:
+            sel = {(int(r["isi"]), r["arch"], r["tbptt_len"], r["budget"]): float(r["learning_rate"])
+                   for r in csv.DictReader(f)}
+        for r in recs:
+            want = sel.get(config_key(r))
+            if want is None or not np.isclose(r["learning_rate"], want, rtol=1e-9):
+                sys.exit(f"error: {r['run_name']} ran with step size {r['learning_rate']}, selected: {want}")
+    seen = set()
+    for r in recs:
+        k = config_key(r) + (r["seed"],)
+        if k in seen:
+            sys.exit(f"error: two report runs of {k}")
+        seen.add(k)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "records.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, RECORD_COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in sorted(recs, key=lambda r: sort_key(config_key(r)) + (r["seed"],)):
+            w.writerow({**r, "tbptt_len": "" if r.get("tbptt_len") is None else r["tbptt_len"],
+                        "msre": repr(r["msre"]), "msre_last_bin": repr(r["msre_last_bin"])})
+    rows = summarise(recs, reps=args.reps)
+    steps = recs[0]["steps"]
+    body = tables(rows, steps)
+    with open(os.path.join(args.out, "msre.md"), "w") as f:
+        f.write("\n".join(["# Trace conditioning: approximate RTRL against exact RTRL and T-BPTT", "",
+                           "Generated by `scripts/approx_rtrl_report.py report` from `records.csv`.", ""] + body))
+    plots(rows, args.out)
+    readme = os.path.join(args.out, "README.md")
+    if os.path.exists(readme):
+        with open(readme) as f:
+            text = f.read()
+        if TABLE_BEGIN in text and TABLE_END in text:
+            head, rest = text.split(TABLE_BEGIN, 1)
+            _, tail = rest.split(TABLE_END, 1)
+            with open(readme, "w") as f:
+                f.write(head + TABLE_BEGIN + "\n" + "\n".join(body) + "\n" + TABLE_END + tail)
+            print(f"updated the tables in {readme}")
+    print("\n".join(body))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("select", help="choose each learner's step size from the selection runs")
+    s.add_argument("summaries", nargs="+")
+    s.add_argument("--out", required=True)
+    s.add_argument("--runs-dir", help="the sweep's runs directory: its .logs tell diverged runs from missing ones")
+    s.add_argument("--lrs", default="1e-4 3e-4 1e-3 3e-3")
+    s.add_argument("--seeds", default="101")
+    r = sub.add_parser("report", help="tables and figures from the report runs")
+    r.add_argument("summaries", nargs="+")
+    r.add_argument("--out", required=True)
+    r.add_argument("--selected", help="selected_lr.csv: check that every run used its selected step size")
+    r.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    args = p.parse_args(argv)
+    select(args) if args.cmd == "select" else report(args)
+
+
+if __name__ == "__main__":
+    main()
