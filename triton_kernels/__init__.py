@@ -1,4 +1,4 @@
-"""Exact RTRL for diagonal recurrent cells: one step of state + traces, as a PyTorch reference and a fused Triton kernel.
+"""Exact RTRL for diagonal recurrent cells: one step of state + traces, a PyTorch reference and a fused Triton kernel.
 
 Modules: `rtu` (linear and non-linear Recurrent Trace Units), `lru` (online LRU), `elstm` (element-wise LSTM). Each
 module's docstring gives its model, its trace recursion and its gradients. All three expose the same functions, with

@@ -81,7 +81,8 @@ def elstm_init_params(n: int, D: int, generator=None, dtype=torch.float32) -> EL
 
 def elstm_zero_carry(B: int, n: int, D: int, dtype=torch.float32, device="cpu"):
     zeros = lambda *shape: torch.zeros(*shape, dtype=dtype, device=device)
-    traces = ELSTMTraces(F=zeros(B, n, D), Z=zeros(B, n, D), w_f=zeros(B, n), w_z=zeros(B, n), b_f=zeros(B, n), b_z=zeros(B, n))
+    traces = ELSTMTraces(F=zeros(B, n, D), Z=zeros(B, n, D),
+                         w_f=zeros(B, n), w_z=zeros(B, n), b_f=zeros(B, n), b_z=zeros(B, n))
     return zeros(B, n), traces
 
 
