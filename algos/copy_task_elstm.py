@@ -49,7 +49,8 @@ import tyro
 from torch.utils.tensorboard import SummaryWriter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root: triton_kernels
-from triton_kernels.elstm import ELSTMParams, ELSTMTraces, elstm_grads, elstm_init_params, elstm_step, elstm_zero_carry
+from triton_kernels.elstm import (ELSTMParams, ELSTMStepRTRL, ELSTMTraces, elstm_init_params, elstm_state_step,
+                                  elstm_zero_carry)
 
 BLANK = 2  # the blank / recall input token
 IGNORE = -1  # target of steps without a loss
@@ -151,37 +152,9 @@ class SequenceStreams:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Model: one-hot input -> eLSTM (RTRL or BPTT) -> output gate -> linear read-out (2 classes)
+# The eLSTM step with its RTRL backward (ELSTMStepRTRL) and without traces (elstm_state_step) is in
+# triton_kernels/elstm.py, shared with r2ac_elstm.py.
 # ---------------------------------------------------------------------------------------------------------------
-class ELSTMStepRTRL(torch.autograd.Function):
-    """One eLSTM step (triton_kernels/elstm.py) whose backward is exact RTRL (same as in algos/r2ac_elstm.py).
-
-    forward: new cell state and new traces (non-differentiable outputs: the next step's carry).
-    backward: eLSTM parameter gradients sum_b delta_t * S_t from the new traces; x_t gets the one-step gradient.
-    """
-
-    @staticmethod
-    def forward(ctx, x, F, Z, w_f, w_z, b_f, b_z, state, tr_F, tr_Z, tr_wf, tr_wz, tr_bf, tr_bz, reset):
-        params = ELSTMParams(F, Z, w_f, w_z, b_f, b_z)
-        c, new = elstm_step(params, x, state, ELSTMTraces(tr_F, tr_Z, tr_wf, tr_wz, tr_bf, tr_bz), reset)
-        ctx.save_for_backward(x, F, Z, w_f, w_z, b_f, b_z, state, reset, *new)
-        ctx.mark_non_differentiable(*new)
-        return (c, *new)
-
-    @staticmethod
-    def backward(ctx, delta, *unused_trace_grads):
-        x, F, Z, w_f, w_z, b_f, b_z, state, reset, *new = ctx.saved_tensors
-        params = ELSTMParams(F, Z, w_f, w_z, b_f, b_z)
-        grad_x, grads = elstm_grads(params, x, state, reset, ELSTMTraces(*new), delta)
-        return (grad_x if ctx.needs_input_grad[0] else None, *grads) + (None,) * 8
-
-
-def elstm_cell(params: ELSTMParams, x, c_prev):
-    """Plain differentiable eLSTM step (no traces): BPTT and evaluation."""
-    f = torch.sigmoid(x @ params.F.T + params.w_f * c_prev + params.b_f)
-    z = torch.tanh(x @ params.Z.T + params.w_z * c_prev + params.b_z)
-    return f * c_prev + (1 - f) * z
-
-
 class CopyModel(nn.Module):
     def __init__(self, hidden_dim: int, in_dim: int = 3, num_classes: int = 2):
         super().__init__()
@@ -199,13 +172,13 @@ class CopyModel(nn.Module):
     def step(self, x, c, traces, grad_method, reset=None):
         """One token: returns (logits, c_t, new traces or None). rtrl: c_{t-1} is a constant, traces required;
         reset (B,) zeroes the state and traces of the streams whose sequence starts at this step."""
-        if grad_method == "rtrl":
-            if reset is None:
-                reset = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-            c, *new = ELSTMStepRTRL.apply(x, *self.elstm_params(), c.detach(), *traces, reset)
+        if reset is None:
+            reset = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        if grad_method == "rtrl":  # the RTRL backward (triton_kernels/elstm.py) gives the eLSTM gradients
+            c, _, *new = ELSTMStepRTRL.apply(x, *self.elstm_params(), c.detach(), *traces, reset)
             traces = ELSTMTraces(*new)
         else:
-            c = elstm_cell(self.elstm_params(), x, c)
+            c = elstm_state_step(self.elstm_params(), x, c, reset)
         h = torch.sigmoid(self.output_gate(torch.cat([x, c], dim=-1))) * c
         return self.out(h), c, traces
 

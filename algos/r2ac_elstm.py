@@ -51,8 +51,8 @@ from torch.utils.tensorboard import SummaryWriter
 torch.distributions.Distribution.set_default_validate_args(False)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # repo root: triton_kernels
-from triton_kernels._common import trace_contract
-from triton_kernels.elstm import ELSTMParams, ELSTMTraces, elstm_init_params, elstm_step, elstm_zero_carry
+from triton_kernels.elstm import (ELSTMParams, ELSTMStepRTRL, ELSTMTraces, elstm_init_params, elstm_state_step,
+                                  elstm_zero_carry)
 
 
 @dataclass
@@ -309,70 +309,13 @@ def make_env(env_id, idx, capture_video, run_name, gamma, normalize, obs_norm=No
 
 # ---------------------------------------------------------------------------------------------------------------
 # Model: encoder -> eLSTM (exact RTRL or truncated BPTT) -> output gate -> actor / critic heads
+# The eLSTM step with its RTRL backward (ELSTMStepRTRL) and without traces (elstm_state_step) is in
+# triton_kernels/elstm.py, shared with copy_task_elstm.py.
 # ---------------------------------------------------------------------------------------------------------------
 def layer_init(layer, std=np.sqrt(2), bias_const=0.0):
     torch.nn.init.orthogonal_(layer.weight, std)
     torch.nn.init.constant_(layer.bias, bias_const)
     return layer
-
-
-def elstm_gates(params: ELSTMParams, x, c_prev):
-    """The forget gate f_t and the cell input z_t of one eLSTM step; c_prev is already reset."""
-    f = torch.sigmoid(x @ params.F.T + params.w_f * c_prev + params.b_f)
-    z = torch.tanh(x @ params.Z.T + params.w_z * c_prev + params.b_z)
-    return f, z
-
-
-class ELSTMStepRTRL(torch.autograd.Function):
-    """One eLSTM step whose backward gives the eLSTM parameters their exact RTRL gradient.
-
-    forward: the new cell state c_t and the new traces from the carry (c_{t-1}, traces) of the previous step. c_t is
-    returned twice with the same value: `c_out` feeds this step's output gate, `c_next` the next step. Their
-    gradients are kept apart because they play different roles (the traces are non-differentiable outputs).
-    backward, with e_t = dL/dc_out (the loss of step t through its own output only) and g_t = dL/dc_next (the loss of
-    the later steps of the segment, back-propagated through the unrolled cell states):
-      - eLSTM parameters: sum_b e_t * S_t from the NEW traces. S_t summarises the whole history, so summing this over
-        the steps gives the exact gradient; adding g_t here would count the later steps' losses twice.
-      - x_t and c_{t-1}: (e_t + g_t) times the step's local derivatives, so the layers below the cell get the
-        segment loss through the unrolled states (the caller cuts c at the segment start). If the caller passes a
-        detached c_{t-1}, g_t = 0 and x_t gets the one-step gradient.
-    The official learner does not double-count either: it reads its RTRL top gradient off a concatenated copy of the
-    cell states, which the recurrence does not use, so that gradient is e_t alone.
-    """
-
-    @staticmethod
-    def forward(ctx, x, F, Z, w_f, w_z, b_f, b_z, state, tr_F, tr_Z, tr_wf, tr_wz, tr_bf, tr_bz, reset):
-        params = ELSTMParams(F, Z, w_f, w_z, b_f, b_z)
-        c, new = elstm_step(params, x, state, ELSTMTraces(tr_F, tr_Z, tr_wf, tr_wz, tr_bf, tr_bz), reset)
-        ctx.save_for_backward(x, F, Z, w_f, w_z, b_f, b_z, state, reset, *new)
-        ctx.mark_non_differentiable(*new)
-        ctx.set_materialize_grads(False)  # a missing gradient stays None: no zero tensors to add
-        return (c, c.clone(), *new)
-
-    @staticmethod
-    def backward(ctx, e, g, *unused_trace_grads):
-        x, F, Z, w_f, w_z, b_f, b_z, state, reset, *new = ctx.saved_tensors
-        params = ELSTMParams(F, Z, w_f, w_z, b_f, b_z)
-        keep = (reset == 0)[:, None]  # an episode start zeroes c_{t-1}: no gradient reaches it there
-        c_prev = torch.where(keep, state, 0.0)
-        f, z = elstm_gates(params, x, c_prev)
-        zhat, fhat = (1 - f) * (1 - z * z), (c_prev - z) * f * (1 - f)  # dc_t / d(pre-activations of z and f)
-        if e is None:
-            e = torch.zeros_like(c_prev)
-        grads = tuple(trace_contract(e, t) if t.dim() == 3 else (e * t).sum(0) for t in new)
-        total = e if g is None else e + g
-        grad_x = (total * zhat) @ Z + (total * fhat) @ F if ctx.needs_input_grad[0] else None
-        grad_state = None
-        if ctx.needs_input_grad[7]:
-            grad_state = torch.where(keep, total * (f + w_z * zhat + w_f * fhat), 0.0)  # dc_t/dc_{t-1} is diagonal
-        return (grad_x, *grads, grad_state) + (None,) * 7
-
-
-def elstm_cell(params: ELSTMParams, x, c_prev, reset):
-    """Plain differentiable eLSTM step (no traces): truncated BPTT, and value-only evaluations."""
-    c_prev = c_prev * (1.0 - reset.to(c_prev.dtype))[:, None]
-    f, z = elstm_gates(params, x, c_prev)
-    return f * c_prev + (1 - f) * z
 
 
 def sample_action(out, logstd=None):
@@ -444,7 +387,7 @@ class Agent(nn.Module):
             c_out, c, *new = ELSTMStepRTRL.apply(x, *self.elstm_params(), state, *traces, reset)
             traces = ELSTMTraces(*new)
         else:
-            c_out, traces = elstm_cell(self.elstm_params(), x, c, reset), None
+            c_out, traces = elstm_state_step(self.elstm_params(), x, c, reset), None
             c = c_out
         h = torch.sigmoid(self.output_gate(torch.cat([x, c_out], dim=-1))) * c_out
         return h, c, traces

@@ -238,8 +238,8 @@ class RTURTRL:
     def step(self, x):
         x = x[None]  # (1, D)
         # one recurrent step and its RTRL trace update: traces = d state_t / d params over the whole history
-        self.state, self.traces = rtu_step(self.rec, x, self.state, self.traces, self.no_reset,
-                                           self.kernel_activation)
+        prev, (self.state, self.traces) = self.state, rtu_step(self.rec, x, self.state, self.traces, self.no_reset,
+                                                               self.kernel_activation)
         s = self.state.reshape(-1)  # (2n,) = [h1 (or c1), h2 (or c2)]
         if self.nonlinear:
             feat, fprime = s, None
@@ -248,7 +248,7 @@ class RTURTRL:
         v = self.w @ feat + self.b
         # dv/dstate through this step's output only, then exact recurrent gradients from the traces
         dv_dstate = (self.w if fprime is None else self.w * fprime).view(1, 2, self.n)
-        _, g = rtu_grads(self.rec, x, self.state, self.traces, dv_dstate, self.kernel_activation)
+        _, g = rtu_grads(self.rec, x, prev, self.no_reset, self.state, self.traces, dv_dstate, self.kernel_activation)
         return v, [*g, feat.clone(), torch.ones_like(self.b)]
 
 
@@ -278,7 +278,7 @@ class LRURTRL:
     @torch.no_grad()
     def step(self, x):
         x = x[None]
-        self.state, self.traces = lru_step(self.rec, x, self.state, self.traces, self.no_reset)
+        prev, (self.state, self.traces) = self.state, lru_step(self.rec, x, self.state, self.traces, self.no_reset)
         h_re, h_im = self.state[0, 0], self.state[0, 1]
         y = self.C_re @ h_re - self.C_im @ h_im  # y = Re(C h)
         feat, fprime = act_and_grad(y, self.activation)
@@ -286,7 +286,7 @@ class LRURTRL:
         dv_dy = self.w * fprime
         # dv/d[Re h, Im h] = [C_re^T dv_dy, -C_im^T dv_dy]; recurrent gradients from the traces
         dv_dstate = torch.stack((self.C_re.T @ dv_dy, -(self.C_im.T @ dv_dy)))[None]
-        _, g = lru_grads(self.rec, x, self.state, self.traces, dv_dstate)
+        _, g = lru_grads(self.rec, x, prev, self.no_reset, self.state, self.traces, dv_dstate)
         g_C_re, g_C_im = torch.outer(dv_dy, h_re), -torch.outer(dv_dy, h_im)
         return v, [*g, g_C_re, g_C_im, feat.clone(), torch.ones_like(self.b)]
 

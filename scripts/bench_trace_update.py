@@ -46,7 +46,8 @@ MODELS = {  # name: (units, make(units, D, B) -> (step, params, state, traces))
                                          rtu_init_params(n, D), *rtu_zero_carry(B, n, D))),
     "rtu_linear_compact": (192, lambda n, D, B: (functools.partial(rtu_step, activation="linear", backend="torch"),
                                                  rtu_init_params(n, D), *rtu_zero_carry(B, n, D, compact=True))),
-    "elstm": (188, lambda N, D, B: (functools.partial(elstm_step, backend="torch"), elstm_init_params(N, D), *elstm_zero_carry(B, N, D))),
+    "elstm": (188, lambda n, D, B: (functools.partial(elstm_step, backend="torch"), elstm_init_params(n, D),
+                                    *elstm_zero_carry(B, n, D))),
 }
 
 

@@ -1,10 +1,12 @@
 """eLSTM exact RTRL (triton_kernels/elstm.py): RTRL == BPTT in float64 (resets, segments), the paper-text diag is wrong,
-Triton kernel == PyTorch reference (float32/float64, interpreter), dispatch launches the kernel only when asked."""
+Triton kernel == PyTorch reference (float32/float64, interpreter), dispatch launches the kernel only when asked, the
+gradient from the stored carry (old traces, buffer rows) equals step + grads."""
 import pytest
 import torch
 
 import triton_kernels.elstm as elstm
-from triton_kernels.elstm import ELSTMParams, ELSTMTraces, elstm_grads, elstm_init_params, elstm_step, elstm_zero_carry
+from triton_kernels.elstm import (ELSTMParams, ELSTMTraces, elstm_grads, elstm_grads_from_carry, elstm_init_params,
+                                  elstm_state_step, elstm_step, elstm_zero_carry)
 
 B, N, D = 3, 5, 4
 RESETS = [(3, 0), (6, 1), (6, 2), (9, 0), (12, 1), (13, 2)]  # (t, b): episode of sample b starts at step t
@@ -56,7 +58,7 @@ def rtrl_grads(params, xs, resets, W_o, b_o, readout, carry=None, step=elstm_ste
         c_new, traces = step(params, xs[t], c, traces, resets[t], backend="torch")
         c_leaf = c_new.detach().requires_grad_()
         (delta,) = torch.autograd.grad(step_loss(xs[t], c_leaf, W_o, b_o, readout[t]), c_leaf)
-        grad_x, grads = elstm_grads(params, xs[t], c, resets[t], traces, delta)
+        grad_x, grads = elstm_grads(params, xs[t], c, resets[t], c_new, traces, delta)
         total = [a + g for a, g in zip(total, grads)]
         grad_xs.append((grad_x, delta, c))
         c = c_new
@@ -151,3 +153,24 @@ def test_dispatch_launches_kernel(monkeypatch, backend, launches):
     params, x, state, traces, reset = random_inputs(2, 7, 3, torch.float32)
     elstm_step(params, x, state, traces, reset, backend=backend)
     assert count[0] == launches
+
+
+def test_grads_from_carry_equal_step_then_grads():
+    """The one-read gradient (from the OLD traces, also from rows `index` of whole buffers) equals elstm_step +
+    elstm_grads (from the new ones); elstm_state_step is elstm_step's state."""
+    B, rows = 6, 15
+    params, _, _, b_traces, _ = random_inputs(rows, 7, 5, torch.float64, seed=3)
+    g = torch.Generator().manual_seed(4)
+    x, delta = torch.randn(B, 5, generator=g, dtype=torch.float64), torch.randn(B, 7, generator=g, dtype=torch.float64)
+    b_state = torch.randn(rows, 7, generator=g, dtype=torch.float64)
+    reset = torch.tensor([0.0, 1.0, 0.0, 0.0, 1.0, 0.0], dtype=torch.float64)
+    index = torch.randperm(rows, generator=g)[:B]
+    state, traces = b_state[index], ELSTMTraces(*(t[index] for t in b_traces))
+    new_state, new_traces = elstm_step(params, x, state, traces, reset, backend="torch")
+    torch.testing.assert_close(elstm_state_step(params, x, state, reset), new_state, rtol=0, atol=0)
+    expected = elstm_grads(params, x, state, reset, new_state, new_traces, delta)
+    for got in (elstm_grads_from_carry(params, x, state, traces, reset, new_state, delta),
+                elstm_grads_from_carry(params, x, b_state, b_traces, reset, new_state, delta, index=index)):
+        for e, o in zip((expected[0], *expected[1]), (got[0], *got[1])):
+            assert e.abs().max() > 1e-3
+            torch.testing.assert_close(o, e, rtol=1e-12, atol=1e-12)

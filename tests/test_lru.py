@@ -69,6 +69,7 @@ def rtrl(p, xs, resets, C, readout, state, traces, buggy_EB=False):
     grads, grad_xs = [torch.zeros_like(q) for q in p], []
     E_bug = torch.complex(traces.B[:, 0], traces.B[:, 1])
     for t in range(len(xs)):
+        prev = state
         state, traces = lru_step(p, xs[t], state, traces, resets[t], backend="torch")
         if buggy_EB:  # official code: E_B <- lambda*E_B + gamma_log * x_t   (instead of exp(gamma_log))
             E_bug = torch.where(resets[t][:, None, None], torch.zeros_like(E_bug), E_bug)
@@ -76,7 +77,7 @@ def rtrl(p, xs, resets, C, readout, state, traces, buggy_EB=False):
             traces = traces._replace(B=torch.stack([E_bug.real, E_bug.imag], 1))
         s = state.detach().requires_grad_()
         (delta,) = torch.autograd.grad(step_loss(C, readout[t], s[:, 0], s[:, 1]), s)
-        gx, g = lru_grads(p, xs[t], state, traces, delta)
+        gx, g = lru_grads(p, xs[t], prev, resets[t], state, traces, delta)
         grads = [a + b for a, b in zip(grads, g)]
         grad_xs.append(gx)
     return grads, grad_xs, state, traces
@@ -197,7 +198,7 @@ def test_grads_from_carry_equal_step_then_grads():
 
     new_state, new_traces = lru_step(params, x, state, traces, reset, backend="torch")
     torch.testing.assert_close(lru_state_step(params, x, state, reset), new_state, rtol=1e-14, atol=1e-14)
-    expected = lru_grads(params, x, new_state, new_traces, delta)
+    expected = lru_grads(params, x, state, reset, new_state, new_traces, delta)
     got = lru_grads_from_carry(params, x, state, traces, reset, new_state, delta)
     for e, o in zip((expected[0], *expected[1]), (got[0], *got[1])):
         assert e.abs().max() > 1e-3

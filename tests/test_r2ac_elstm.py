@@ -171,7 +171,7 @@ def test_reward_input_is_the_clipped_last_reward():
     assert torch.equal(out[3.0], out[1.0]) and torch.equal(out[-7.0], out[-1.0])
     assert not torch.allclose(out[0.5], out[0.0]) and not torch.allclose(out[1.0], out[0.5])
     x = torch.cat([agent.encoder(obs), torch.full((4, 1), 0.5, dtype=torch.float64)], -1)
-    c_ref = r2ac_elstm.elstm_cell(agent.elstm_params(), x, c, reset)
+    c_ref = r2ac_elstm.elstm_state_step(agent.elstm_params(), x, c, reset)
     assert torch.allclose(out[0.5], torch.sigmoid(agent.output_gate(torch.cat([x, c_ref], -1))) * c_ref)
     plain, _ = _tiny_agent(False, 0, reward_input=False)
     assert plain.F.shape == (N, D)

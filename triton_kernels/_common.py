@@ -1,4 +1,5 @@
-"""Backend selection and the trace contraction, shared by every kernel module (rtu, lru and elstm)."""
+"""Backend selection, the reset mask, the kernels' tile shape and the trace contraction, shared by every kernel module
+(rtu, lru and elstm). The API and the reset convention are described once, in triton_kernels/__init__.py."""
 import math
 import os
 from typing import Optional
@@ -7,6 +8,7 @@ import torch
 
 BACKENDS = ("auto", "torch", "triton")
 GATHER_ROWS_PER_BLOCK = 4  # trace_contract(..., index): gathered rows summed per block (see there)
+MAX_TILE = 1024  # elements of a kernel's (units x D) tile: small enough for the RTU's eight live tiles in registers
 
 
 def use_triton(x: torch.Tensor, backend: str) -> bool:
@@ -25,8 +27,22 @@ def use_triton(x: torch.Tensor, backend: str) -> bool:
     return backend == "triton"
 
 
+def keep_mask(reset: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """keep = 1 where reset == 0 (the episode continues), 0 where reset[b] is nonzero (True or 1.0: the previous state
+    and traces of sample b are zeroed before the step); same shape as reset, dtype and device of x. Every module
+    multiplies the previous state and traces by it."""
+    return reset.to(x.device).eq(0).to(x.dtype)
+
+
 def next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
+
+
+def tile_shape(n: int, D: int):
+    """(BLOCK_N, BLOCK_D) of every kernel: one program updates one sample's BLOCK_N units over the whole (padded) D
+    axis, so that the row reductions W x_t stay inside a tile; BLOCK_N * BLOCK_D <= MAX_TILE where D allows."""
+    BLOCK_D = next_pow2(D)
+    return min(next_pow2(n), max(1, MAX_TILE // BLOCK_D)), BLOCK_D
 
 
 def trace_contract(a: torch.Tensor, E: torch.Tensor, index: Optional[torch.Tensor] = None,

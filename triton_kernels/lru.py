@@ -14,27 +14,23 @@ Traces (complex, "holomorphic" derivatives of h_t):
 
 Complex numbers are real tensors with a "2" axis at dim 1: [:, 0] = real part, [:, 1] = imaginary part.
 
-API
+API (the shared shape and the reset convention: triton_kernels/__init__.py)
     LRUParams(nu_log (n,), theta_log (n,), gamma_log (n,), B_re (n, D), B_im (n, D))   recurrent params (no C)
     LRUTraces(lam (B,2,n), gamma (B,2,n), B (B,2,n,D))
     lru_init_params(n, D, r_min=0, r_max=1, max_phase=2*pi, generator=None, dtype=float32) -> LRUParams
     lru_init_readout(H, n, generator=None, dtype=float32) -> (C_re, C_im), each (H, n) ~ N(0, 1/n)
-    lru_zero_carry(B, n, D, dtype, device) -> (state (B,2,n), LRUTraces) all zeros
-    lru_step(params, x (B,D), state, traces, reset (B,), backend="auto") -> (new_state, new_traces)
-        reset: bool or float, nonzero = episode starts here: previous state and traces of that sample
-        are zeroed BEFORE the step. Inputs are never modified in place.
-        backend: "auto" (Triton on CUDA, PyTorch on CPU), "torch", or "triton" (CPU needs TRITON_INTERPRET=1).
-    lru_grads(params, x, new_state, new_traces, delta (B,2,n)) -> (grad_x (B,D), LRUParams of grads)
-        delta = [dL/dRe h_t, dL/dIm h_t] through this step's output path only. Parameter grads are summed
-        over the batch; grad_x is the one-step input gradient (previous state treated as a constant).
+    lru_zero_carry(B, n, D, dtype=float32, device="cpu") -> (state (B,2,n), LRUTraces) all zeros
+    lru_step(params, x (B,D), state, traces, reset (B,), *, backend="auto") -> (new_state, new_traces)
     lru_state_step(params, x, state, reset) -> new_state   (lru_step without the traces)
+    lru_grads(params, x, state, reset, new_state, new_traces, delta (B,2,n)) -> (grad_x (B,D), LRUParams of grads)
+        delta = [dL/dRe h_t, dL/dIm h_t] through this step's output path only. Parameter grads are summed
+        over the batch; grad_x is the one-step input gradient (previous state treated as a constant). Only the
+        parameters, the new traces and delta enter: x, state, reset and new_state are not needed by the LRU.
+    lru_grads_from_carry(params, x, state, traces, reset, new_state, delta, *, index=None) -> (grad_x, LRUParams)
+        the same gradients as lru_step + lru_grads, from the OLD traces without materialising the new E_B.
     lru_state_unroll(params, x (M,T,D), state (M,2,n), resets (M,T)) -> states (M,T,2,n)
         T lru_state_steps over a sequence (autograd-differentiable, for T-BPTT): lambda, exp(gamma_log) and B x_t
         are formed once per sequence, not per step; states[:, t] is the state after step t.
-    lru_grads_from_carry(params, x, state, traces, reset, new_state, delta, index=None) -> (grad_x, LRUParams)
-        the same gradients as lru_step + lru_grads, formed from the OLD traces of the carry without materialising
-        the new E_B (the new trace is linear in the old one): the PPO update reads each stored trace once. With
-        `index`, state and traces are whole rollout buffers and rows `index` are the carry.
 
 Gradients (real parameter p, L real): dL/dp = Re(conj(delta) * dh/dp), with
     dh/dnu_log = e_lambda * lambda * (-exp(nu_log)),   dh/dtheta_log = e_lambda * lambda * (i*exp(theta_log)),
@@ -51,7 +47,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._common import next_pow2, trace_contract, use_triton
+from triton_kernels._common import keep_mask, tile_shape, trace_contract, use_triton
 
 
 class LRUParams(NamedTuple):
@@ -106,10 +102,8 @@ def _lam_times(lam_re, lam_im, z):
 
 def _lru_step_torch(params, x, state, traces, reset):
     """PyTorch reference of one step (the model and traces of the module docstring), vectorised over the batch."""
-    def zero_reset(t):  # episode start: previous state and traces are zeroed before the step
-        return torch.where(reset.view(-1, *[1] * (t.dim() - 1)), 0.0, t)
-
-    h, e_lam, e_gam, E_B = map(zero_reset, (state, *traces))
+    keep = keep_mask(reset, x)  # episode start: previous state and traces are zeroed before the step
+    h, e_lam, e_gam, E_B = (t * keep.view(-1, *[1] * (t.dim() - 1)) for t in (state, *traces))
     lam_re, lam_im = _lambda(params)
     gamma = torch.exp(params.gamma_log)
     Bx = torch.stack([x @ params.B_re.T, x @ params.B_im.T], 1)  # B x_t, (B, 2, n)
@@ -122,7 +116,7 @@ def _lru_step_torch(params, x, state, traces, reset):
 
 
 @triton.jit
-def _lru_step_kernel(nu_log_ptr, theta_log_ptr, gamma_log_ptr, B_re_ptr, B_im_ptr, x_ptr, h_ptr, reset_ptr,
+def _lru_step_kernel(nu_log_ptr, theta_log_ptr, gamma_log_ptr, B_re_ptr, B_im_ptr, x_ptr, h_ptr, keep_ptr,
                      e_lam_ptr, e_gam_ptr, E_B_ptr, h_out, e_lam_out, e_gam_out, E_B_out,
                      n, D, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
     """One program = one sample b x BLOCK_N units; the whole D axis (padded to BLOCK_D) in one tile."""
@@ -132,10 +126,7 @@ def _lru_step_kernel(nu_log_ptr, theta_log_ptr, gamma_log_ptr, B_re_ptr, B_im_pt
     rmask, cmask = rows < n, cols < D
     tile = rows[:, None] * D + cols[None, :]
     tmask = rmask[:, None] & cmask[None, :]
-    # episode start: previous state and traces of this sample are read as zeros (all-false load masks)
-    n_prev = tl.where(tl.load(reset_ptr + b) != 0, 0, n)
-    rkeep = rows < n_prev
-    tkeep = rkeep[:, None] & cmask[None, :]
+    keep = tl.load(keep_ptr + b)  # keep_mask: 0 at an episode start, where the previous state and traces are zeroed
     # lambda = exp(-exp(nu_log) + i*exp(theta_log)), gamma = exp(gamma_log)
     r = tl.exp(-tl.exp(tl.load(nu_log_ptr + rows, mask=rmask, other=0.0)))
     theta = tl.exp(tl.load(theta_log_ptr + rows, mask=rmask, other=0.0))
@@ -147,24 +138,24 @@ def _lru_step_kernel(nu_log_ptr, theta_log_ptr, gamma_log_ptr, B_re_ptr, B_im_pt
     bx_im = tl.sum(tl.load(B_im_ptr + tile, mask=tmask, other=0.0) * x[None, :], axis=1)
     # h_t = lambda*h_{t-1} + gamma*(B x_t)
     vec = b * 2 * n + rows  # offset of the real part of a (B, 2, n) tensor; imag part at + n
-    h_re = tl.load(h_ptr + vec, mask=rkeep, other=0.0)
-    h_im = tl.load(h_ptr + vec + n, mask=rkeep, other=0.0)
+    h_re = tl.load(h_ptr + vec, mask=rmask, other=0.0) * keep
+    h_im = tl.load(h_ptr + vec + n, mask=rmask, other=0.0) * keep
     tl.store(h_out + vec, lam_re * h_re - lam_im * h_im + gamma * bx_re, mask=rmask)
     tl.store(h_out + vec + n, lam_re * h_im + lam_im * h_re + gamma * bx_im, mask=rmask)
     # e_lambda <- lambda*e_lambda + h_{t-1}
-    e_re = tl.load(e_lam_ptr + vec, mask=rkeep, other=0.0)
-    e_im = tl.load(e_lam_ptr + vec + n, mask=rkeep, other=0.0)
+    e_re = tl.load(e_lam_ptr + vec, mask=rmask, other=0.0) * keep
+    e_im = tl.load(e_lam_ptr + vec + n, mask=rmask, other=0.0) * keep
     tl.store(e_lam_out + vec, lam_re * e_re - lam_im * e_im + h_re, mask=rmask)
     tl.store(e_lam_out + vec + n, lam_re * e_im + lam_im * e_re + h_im, mask=rmask)
     # e_gamma <- lambda*e_gamma + B x_t
-    e_re = tl.load(e_gam_ptr + vec, mask=rkeep, other=0.0)
-    e_im = tl.load(e_gam_ptr + vec + n, mask=rkeep, other=0.0)
+    e_re = tl.load(e_gam_ptr + vec, mask=rmask, other=0.0) * keep
+    e_im = tl.load(e_gam_ptr + vec + n, mask=rmask, other=0.0) * keep
     tl.store(e_gam_out + vec, lam_re * e_re - lam_im * e_im + bx_re, mask=rmask)
     tl.store(e_gam_out + vec + n, lam_re * e_im + lam_im * e_re + bx_im, mask=rmask)
     # E_B <- lambda*E_B + gamma*x_t (x real: real part only)
     mat = b * 2 * n * D + tile  # real part of a (B, 2, n, D) tensor; imag part at + n*D
-    E_re = tl.load(E_B_ptr + mat, mask=tkeep, other=0.0)
-    E_im = tl.load(E_B_ptr + mat + n * D, mask=tkeep, other=0.0)
+    E_re = tl.load(E_B_ptr + mat, mask=tmask, other=0.0) * keep
+    E_im = tl.load(E_B_ptr + mat + n * D, mask=tmask, other=0.0) * keep
     lr, li = lam_re[:, None], lam_im[:, None]
     tl.store(E_B_out + mat, lr * E_re - li * E_im + gamma[:, None] * x[None, :], mask=tmask)
     tl.store(E_B_out + mat + n * D, lr * E_im + li * E_re, mask=tmask)
@@ -176,26 +167,23 @@ def _lru_step_triton(params, x, state, traces, reset):
     params = [p.contiguous() for p in params]
     x, state = x.contiguous(), state.contiguous()
     traces = [t.contiguous() for t in traces]
-    reset = reset.ne(0).to(torch.int32).contiguous()
+    keep = keep_mask(reset, x).contiguous()
     h_out, e_lam_out, e_gam_out, E_B_out = (torch.empty_like(t) for t in (state, *traces))
-    BLOCK_D = next_pow2(D)
-    BLOCK_N = max(1, min(next_pow2(n), 4096 // BLOCK_D))  # keep a tile at <= 4096 elements
+    BLOCK_N, BLOCK_D = tile_shape(n, D)
     grid = (Bsz, triton.cdiv(n, BLOCK_N))
-    _lru_step_kernel[grid](*params, x, state, reset, *traces, h_out, e_lam_out, e_gam_out, E_B_out,
+    _lru_step_kernel[grid](*params, x, state, keep, *traces, h_out, e_lam_out, e_gam_out, E_B_out,
                            n, D, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D)
     return h_out, LRUTraces(e_lam_out, e_gam_out, E_B_out)
 
 
-def lru_step(params, x, state, traces, reset, backend="auto"):
-    reset = reset.to(x.device).ne(0)  # bool or float flags; nonzero = episode starts at this step
-    if use_triton(x, backend):
-        return _lru_step_triton(params, x, state, traces, reset)
-    return _lru_step_torch(params, x, state, traces, reset)
+def lru_step(params, x, state, traces, reset, *, backend="auto"):
+    step = _lru_step_triton if use_triton(x, backend) else _lru_step_torch
+    return step(params, x, state, traces, reset)
 
 
-def lru_grads(params, x, new_state, new_traces, delta):
-    """One step's RTRL gradients from the NEW traces (module docstring). new_state and x are unused by the math
-    (kept for a uniform API). Returns (grad_x (B,D), LRUParams of grads summed over the batch)."""
+def lru_grads(params, x, state, reset, new_state, new_traces, delta):
+    """One step's RTRL gradients from the NEW traces (module docstring). x, state, reset and new_state are unused by
+    the math (kept for the uniform API). Returns (grad_x (B,D), LRUParams of grads summed over the batch)."""
     d_re, d_im = delta[:, 0], delta[:, 1]
     lam_re, lam_im = _lambda(params)
     nu, theta, gamma = params.nu_log.exp(), params.theta_log.exp(), params.gamma_log.exp()
@@ -214,7 +202,7 @@ def lru_grads(params, x, new_state, new_traces, delta):
 
 def lru_state_step(params, x, state, reset):
     """The state part of lru_step only (no traces): what the PPO update's forward pass needs."""
-    h = state * (1 - reset.to(x.dtype))[:, None, None]
+    h = state * keep_mask(reset, x)[:, None, None]
     lam_re, lam_im = _lambda(params)
     Bx = torch.stack([x @ params.B_re.T, x @ params.B_im.T], 1)
     return _lam_times(lam_re, lam_im, h) + torch.exp(params.gamma_log) * Bx  # h_t = lambda*h_{t-1} + exp(gamma_log)*Bx
@@ -226,7 +214,7 @@ def lru_state_unroll(params, x, state, resets):
     lambda, exp(gamma_log) and the input term B x_t for all T steps (one matmul) are computed once."""
     lam_re, lam_im = _lambda(params)
     gamma_Bx = torch.exp(params.gamma_log) * torch.stack([x @ params.B_re.T, x @ params.B_im.T], 2)  # (M, T, 2, n)
-    keep = 1 - resets.to(x.dtype)
+    keep = keep_mask(resets, x)
     states = []
     for t in range(x.shape[1]):
         state = _lam_times(lam_re, lam_im, state * keep[:, t, None, None]) + gamma_Bx[:, t]
@@ -234,7 +222,7 @@ def lru_state_unroll(params, x, state, resets):
     return torch.stack(states, 1)
 
 
-def lru_grads_from_carry(params, x, state, traces, reset, new_state, delta, index=None):
+def lru_grads_from_carry(params, x, state, traces, reset, new_state, delta, *, index=None):
     """lru_grads of the step from the carry (state, traces), without materialising the new E_B.
 
     E_B_new = lambda*E_B_old + exp(gamma_log)*x, so conj(delta)*E_B_new = conj(delta*conj(lambda))*E_B_old
@@ -245,7 +233,7 @@ def lru_grads_from_carry(params, x, state, traces, reset, new_state, delta, inde
     """
     if index is not None:
         state, traces = state.index_select(0, index), LRUTraces(*(t.index_select(0, index) for t in traces))
-    keep = 1 - reset.to(x.dtype)
+    keep = keep_mask(reset, x)
     lam_re, lam_im = _lambda(params)
     gamma = torch.exp(params.gamma_log)
     h = state * keep[:, None, None]
@@ -253,7 +241,7 @@ def lru_grads_from_carry(params, x, state, traces, reset, new_state, delta, inde
     small = LRUTraces(_lam_times(lam_re, lam_im, traces.lam * keep[:, None, None]) + h,  # e_lambda (new)
                       _lam_times(lam_re, lam_im, traces.gamma * keep[:, None, None]) + Bx,  # e_gamma (new)
                       torch.zeros_like(traces.B[:1]))  # E_B placeholder: its gradient is formed below
-    grad_x, grads = lru_grads(params, x, new_state, small, delta)
+    grad_x, grads = lru_grads(params, x, state, reset, new_state, small, delta)
     d_re, d_im = delta[:, 0], delta[:, 1]
     # d' = delta * conj(lambda), zero where the old traces were reset
     dp_re, dp_im = (d_re * lam_re + d_im * lam_im) * keep[:, None], (d_im * lam_re - d_re * lam_im) * keep[:, None]

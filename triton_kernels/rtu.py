@@ -19,10 +19,10 @@ g e2 + phi e1), every trace pair is updated from the OLD traces as
     dg = -nu g, dphi = -nu phi, dgamma = nu r^2 / gamma (nu = exp(nu_log)); dg_th = -theta phi, dphi_th = theta g.
 The gradient of a loss of step t is grad(p) = sum_b delta1 e1_p + delta2 e2_p over the NEW traces, with
 delta = dL/d(state_t) through step t's output only; summed over steps it is the exact gradient of the summed loss
-(tests/test_rtu.py checks it against BPTT in float64). An episode start zeroes the previous state and traces.
+(tests/test_rtu.py checks it against BPTT in float64). An episode start (reset) zeroes the previous state and traces.
 The official RTU code drops the factor theta from the theta_log derivatives; here it is kept (the exact gradient).
 
-API
+API (the shared shape and the reset convention: triton_kernels/__init__.py)
 ---
 RTUParams(nu_log (n,), theta_log (n,), W1 (n, D), W2 (n, D))       recurrent parameters, no bias.
 RTUTraces(nu (B,2,n), theta (B,2,n), W1 (B,2,n,D), W2 (B,2,n,D))   d(state)/d(param) per sample;
@@ -30,30 +30,26 @@ RTUTraces(nu (B,2,n), theta (B,2,n), W1 (B,2,n,D), W2 (B,2,n,D))   d(state)/d(pa
     Compact traces (linear RTU only): W2 is an empty (B,0,n,D) placeholder. The linear RTU's state c = c1 + i c2
     obeys c_t = lambda c_{t-1} + gamma (W1 x_t + i W2 x_t), so dc/dW2 = i dc/dW1: E1_W2 = -E2_W1, E2_W2 = E1_W1,
     and only the W1 traces need storing (half the memory). Every function below accepts both forms.
+RTUCoefficients(r, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th), each (n,): rtu_coefficients(params);
+    dg, dphi, dgamma are derivatives w.r.t. nu_log, dg_th, dphi_th w.r.t. theta_log (with the factor theta).
 
 rtu_init_params(n, D, r_min=0.0, r_max=1.0, generator=None, dtype=float32) -> RTUParams
     r = sqrt(u), u ~ U(r_min^2, r_max^2); theta ~ U(0, 2 pi); W1, W2 ~ N(0, 1/D) (LeCun normal).
 rtu_zero_carry(B, n, D, dtype=float32, device="cpu", compact=False) -> (state (B,2,n), RTUTraces), all zeros;
     compact=True: compact traces (linear RTU only, see RTUTraces).
-rtu_coefficients(params) -> (r, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th), each (n,);
-    dg, dphi, dgamma are derivatives w.r.t. nu_log, dg_th, dphi_th w.r.t. theta_log (with the factor theta).
-rtu_step(params, x, state, traces, reset, activation="relu", backend="auto") -> (new_state, new_traces)
-    x (B,D); state (B,2,n) = previous [h1, h2] (activation "relu"/"tanh": non-linear RTU) or [c1, c2]
+rtu_step(params, x, state, traces, reset, activation="relu", *, backend="auto") -> (new_state, new_traces)
+    state (B,2,n) = previous [h1, h2] (activation "relu"/"tanh": non-linear RTU) or [c1, c2]
     (activation "linear": linear RTU, the caller applies the output non-linearity itself).
-    reset (B,) bool/float: where true, the previous state and traces of that sample are zeroed before the step.
-    Returns the new state and the new traces (including step t), compact if `traces` are. Inputs are never modified.
-    backend: "torch" (reference), "triton" (fused kernel), "auto" (Triton on CUDA, reference on CPU).
-rtu_grads(params, x, new_state, new_traces, delta, activation="relu") -> (grad_x (B,D), RTUParams)
+    Returns the new state and the new traces (including step t), compact if `traces` are.
+rtu_state_step(params, x, state, reset, activation="relu") -> new_state   (rtu_step without the traces)
+rtu_grads(params, x, state, reset, new_state, new_traces, delta, activation="relu") -> (grad_x (B,D), RTUParams)
     delta (B,2,n) = dL/d(new_state) through this step's output only. Parameter gradients are summed over the
     batch: grad(p) = sum_b delta1*e1_p + delta2*e2_p. grad_x is the one-step gradient (previous state constant):
-    gamma * [(delta1*f'1) @ W1 + (delta2*f'2) @ W2], with f' read off new_state.
-rtu_state_step(params, x, state, reset, activation="relu") -> new_state   (rtu_step without the traces)
-rtu_grads_from_carry(params, x, state, traces, reset, new_state, delta, activation="relu", index=None)
+    gamma * [(delta1*f'1) @ W1 + (delta2*f'2) @ W2], with f' read off new_state (state and reset are not needed).
+rtu_grads_from_carry(params, x, state, traces, reset, new_state, delta, activation="relu", *, index=None)
         -> (grad_x, RTUParams)
-    the same gradients as rtu_step + rtu_grads, formed from the OLD traces of the carry without materialising the
-    new ones (each new trace is linear in its old one): the PPO update reads each stored trace once. With `index`,
-    state and traces are whole rollout buffers and rows `index` are the carry (the W traces are then never
-    gathered: trace_contract).
+    the same gradients as rtu_step + rtu_grads, from the OLD traces (see the function). With `index`, the W traces
+    are never gathered: trace_contract.
 
 Numerics (deviation from the official code): gamma = sqrt(max(1 - r^2, 1e-30)) with 1 - r^2 = -expm1(-2 nu)
 computed as tanh(nu) (1 + r^2), no "+1e-8". In float32 r = exp(-nu) rounds to 1 for nu < 6e-8, where the naive
@@ -68,7 +64,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from triton_kernels._common import next_pow2, trace_contract, use_triton
+from triton_kernels._common import keep_mask, tile_shape, trace_contract, use_triton
 
 ACTIVATIONS = {"linear": 0, "relu": 1, "tanh": 2}
 _MIN_1MR2 = 1e-30  # floor on 1 - r^2 (only reached if nu = exp(nu_log) underflows)
@@ -114,14 +110,26 @@ def _compact(traces: RTUTraces, activation):
     return True
 
 
-def rtu_coefficients(params: RTUParams):
+class RTUCoefficients(NamedTuple):
+    r: Tensor  # |lambda| = exp(-exp(nu_log))
+    g: Tensor  # r cos(theta)
+    phi: Tensor  # r sin(theta)
+    gamma: Tensor  # sqrt(1 - r^2)
+    dg: Tensor  # d/dnu_log of g, phi, gamma
+    dphi: Tensor
+    dgamma: Tensor
+    dg_th: Tensor  # d/dtheta_log of g, phi
+    dphi_th: Tensor
+
+
+def rtu_coefficients(params: RTUParams) -> RTUCoefficients:
     nu, theta = params.nu_log.exp(), params.theta_log.exp()
     r = torch.exp(-nu)  # r = exp(-exp(nu_log))
     g, phi = r * torch.cos(theta), r * torch.sin(theta)  # g = r cos(theta), phi = r sin(theta)
     gamma = torch.sqrt(torch.clamp(torch.tanh(nu) * (1 + r * r), min=_MIN_1MR2))  # gamma = sqrt(1 - r^2)
     dg, dphi, dgamma = -nu * g, -nu * phi, nu * r**2 / gamma  # d/dnu_log
     dg_th, dphi_th = -phi * theta, g * theta  # d/dtheta_log (the official code drops the factor theta)
-    return r, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th
+    return RTUCoefficients(r, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th)
 
 
 def _rot(a, c, s):
@@ -140,7 +148,7 @@ def _act_and_grad(pre, activation):
 
 def _rtu_step_torch(params: RTUParams, x, state, traces: RTUTraces, reset, activation):
     _, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th = rtu_coefficients(params)
-    keep = (1 - reset.to(x.dtype))[:, None, None]  # an episode starts: zero the previous state and traces
+    keep = keep_mask(reset, x)[:, None, None]  # an episode starts: zero the previous state and traces
     prev = state * keep  # [h1, h2]_{t-1} (or [c1, c2]_{t-1})
     wx = torch.stack((x @ params.W1.T, x @ params.W2.T), dim=1)  # [W1 x_t, W2 x_t]  (B,2,n)
     # pre1 = g*prev1 - phi*prev2 + gamma*W1x;  pre2 = g*prev2 + phi*prev1 + gamma*W2x
@@ -186,7 +194,7 @@ def _expm1_neg(x):
 
 
 @triton.jit
-def _rtu_step_kernel(nu_log_ptr, theta_log_ptr, w1_ptr, w2_ptr, x_ptr, reset_ptr,
+def _rtu_step_kernel(nu_log_ptr, theta_log_ptr, w1_ptr, w2_ptr, x_ptr, keep_ptr,
                      state_ptr, e_nu_ptr, e_th_ptr, e_w1_ptr, e_w2_ptr,  # previous carry
                      out_state_ptr, out_nu_ptr, out_th_ptr, out_w1_ptr, out_w2_ptr,  # new carry
                      n, D, MIN_1MR2: tl.constexpr, ACTIVATION: tl.constexpr, COMPACT: tl.constexpr,
@@ -214,7 +222,7 @@ def _rtu_step_kernel(nu_log_ptr, theta_log_ptr, w1_ptr, w2_ptr, x_ptr, reset_ptr
     wx2 = tl.sum(tl.load(w2_ptr + offs_nd, mask=mask_nd, other=0.0) * x[None, :], axis=1)
 
     # previous carry, zeroed where an episode starts
-    keep = 1.0 - tl.load(reset_ptr + b)
+    keep = tl.load(keep_ptr + b)  # keep_mask: 0 at a reset
     vec1 = b * 2 * n + offs_n  # (B,2,n) offsets of part "1"; part "2" is + n
     mat1 = b * 2 * n * D + offs_nd  # (B,2,n,D) offsets of part "1"; part "2" is + n*D
     p1 = tl.load(state_ptr + vec1, mask=mask_n, other=0.0) * keep
@@ -274,26 +282,26 @@ def _rtu_step_kernel(nu_log_ptr, theta_log_ptr, w1_ptr, w2_ptr, x_ptr, reset_ptr
 def _rtu_step_triton(params: RTUParams, x, state, traces: RTUTraces, reset, activation):
     (B, D), n = x.shape, params.nu_log.shape[0]
     compact = _compact(traces, activation)
-    ins = [t.contiguous() for t in (*params, x, reset.to(x.dtype), state, *traces)]
+    ins = [t.contiguous() for t in (*params, x, keep_mask(reset, x), state, *traces)]
     outs = [torch.empty(t.shape, dtype=t.dtype, device=t.device) for t in (state, *traces)]
     # compact: the kernel never touches the W2 pointers; pass the W1 ones (an empty tensor may have a null pointer)
     w2_in, w2_out = (ins[-2], outs[-2]) if compact else (ins[-1], outs[-1])
-    BLOCK_D = next_pow2(D)
-    BLOCK_N = min(next_pow2(n), max(1, 1024 // BLOCK_D))  # tiles of about 1024 elements
+    BLOCK_N, BLOCK_D = tile_shape(n, D)
     grid = (B, triton.cdiv(n, BLOCK_N))
     _rtu_step_kernel[grid](*ins[:-1], w2_in, *outs[:-1], w2_out, n, D, MIN_1MR2=_MIN_1MR2,
                            ACTIVATION=ACTIVATIONS[activation], COMPACT=compact, BLOCK_N=BLOCK_N, BLOCK_D=BLOCK_D)
     return outs[0], RTUTraces(*outs[1:])
 
 
-def rtu_step(params: RTUParams, x, state, traces: RTUTraces, reset, activation="relu", backend="auto"):
+def rtu_step(params: RTUParams, x, state, traces: RTUTraces, reset, activation="relu", *, backend="auto"):
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}, got {activation!r}")
     step = _rtu_step_triton if use_triton(x, backend) else _rtu_step_torch
     return step(params, x, state, traces, reset, activation)
 
 
-def rtu_grads(params: RTUParams, x, new_state, new_traces: RTUTraces, delta, activation="relu"):
+def rtu_grads(params: RTUParams, x, state, reset, new_state, new_traces: RTUTraces, delta, activation="relu"):
+    """Gradients of one step from its NEW traces (module docstring); state and reset are not needed by the RTU."""
     # grad(p) = sum_b delta1*e1_p + delta2*e2_p  (new traces)
     grad_nu = (delta * new_traces.nu).sum((0, 1))
     grad_theta = (delta * new_traces.theta).sum((0, 1))
@@ -302,7 +310,7 @@ def rtu_grads(params: RTUParams, x, new_state, new_traces: RTUTraces, delta, act
     d_W2, E_W2 = (_rot_T(delta, 0, 1), new_traces.W1) if _compact(new_traces, activation) else (delta, new_traces.W2)
     grad_W2 = trace_contract(d_W2, E_W2)
     # one-step input gradient: gamma * [(delta1*f'1) @ W1 + (delta2*f'2) @ W2], f' from the new state
-    d = delta * _fprime(new_state, activation) * rtu_coefficients(params)[3]
+    d = delta * _fprime(new_state, activation) * rtu_coefficients(params).gamma
     grad_x = d[:, 0] @ params.W1 + d[:, 1] @ params.W2
     return grad_x, RTUParams(grad_nu, grad_theta, grad_W1, grad_W2)
 
@@ -324,14 +332,14 @@ def _rot_T(a, c, s):
 
 def rtu_state_step(params: RTUParams, x, state, reset, activation="relu"):
     """The state part of rtu_step only (no traces): what the PPO update's forward pass needs."""
-    _, g, phi, gamma, *_ = rtu_coefficients(params)
-    prev = state * (1 - reset.to(x.dtype))[:, None, None]
-    pre = _rot(prev, g, phi) + gamma * torch.stack((x @ params.W1.T, x @ params.W2.T), dim=1)
+    k = rtu_coefficients(params)
+    prev = state * keep_mask(reset, x)[:, None, None]
+    pre = _rot(prev, k.g, k.phi) + k.gamma * torch.stack((x @ params.W1.T, x @ params.W2.T), dim=1)
     return pre if activation == "linear" else _act_and_grad(pre, activation)[0]
 
 
 def rtu_grads_from_carry(params: RTUParams, x, state, traces: RTUTraces, reset, new_state, delta, activation="relu",
-                         index=None):
+                         *, index=None):
     """rtu_grads of the step from the carry (state, traces), without materialising the new traces.
 
     Every new trace is linear in the old one: e_new = f' * (R e_old + u), R the rotation-scaling by (g, phi) and u the
@@ -344,7 +352,7 @@ def rtu_grads_from_carry(params: RTUParams, x, state, traces: RTUTraces, reset, 
     gather = (lambda t: t) if index is None else (lambda t: t.index_select(0, index))
     state, e_nu, e_theta = gather(state), gather(traces.nu), gather(traces.theta)
     _, g, phi, gamma, dg, dphi, dgamma, dg_th, dphi_th = rtu_coefficients(params)
-    keep = (1 - reset.to(x.dtype))[:, None, None]
+    keep = keep_mask(reset, x)[:, None, None]
     prev = state * keep  # [h1, h2]_{t-1}, zeroed at an episode start
     a = delta * _fprime(new_state, activation)  # delta * f'(pre)
     a_old = _rot_T(a, g, phi) * keep  # R^T a, zero where the old traces were reset
