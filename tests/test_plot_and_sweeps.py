@@ -357,9 +357,11 @@ SWEEP_COUNTS = {  # default grids
     "popgym": 5 * 5 * 3,
     "reacher_pomdp": 1 * 5 * 3,
     "r2ac": (4 * 2 * 2 + 2) * 3,  # envs x {rtrl, tbptt} x {5, 50} + copy task {rtrl, bptt}, x 3 seeds
+    "popgym_diagnostics": 8 * 2,  # settings x 2 seeds
+    "r2ac_diagnostics": 5 * 2,
 }
 KNOBS = ("SEEDS", "STEPS", "WORKERS", "RUNS_DIR", "FILTER", "PYTHON", "ENVS", "ARCHS", "BASES", "EXTRA_BASES", "ISIS",
-         "TBPTT_LENS", "BUDGETS", "SUMMARIES", "METHODS", "SEGMENT_LENS", "COPY_METHODS", "COPY_LEN", "COPY_ARGS")
+         "TBPTT_LENS", "BUDGETS", "SUMMARIES", "METHODS", "SEGMENT_LENS", "COPY_METHODS", "COPY_LEN", "COPY_ARGS", "SETTINGS")
 
 
 def sweep(name, *args, runs, env=None, check=True):
@@ -601,6 +603,8 @@ def test_sweep_flags_exist_in_scripts(tmp_path):
             script = re.search(r"algos/(\w+)\.py", line).group(1)
             fields = set(re.findall(r"^    (\w+): ", open(os.path.join(ROOT, "algos", f"{script}.py")).read(), re.M))
             for flag in re.findall(r" --([a-z][\w-]*)", line):
-                assert flag.replace("-", "_") in fields, f"{name}: algos/{script}.py has no --{flag}"
+                field = flag.replace("-", "_")
+                field = field[3:] if field.startswith("no_") and field not in fields else field  # --no-X: bool X
+                assert field in fields, f"{name}: algos/{script}.py has no --{flag}"
                 checked.add((script, flag))
     assert len({s for s, _ in checked}) == 8  # all eight scripts are driven by some sweep
