@@ -5,10 +5,10 @@ Usage: python scripts/ppo_report.py --run RUN_DIR --out PREFIX --command "CMD" -
 Writes PREFIX.png (episodic return: every episode, and the mean per PPO iteration) and PREFIX.md (the numbers below,
 the command, commit, date, steps and seed).
 
-Numbers: episodes, last env step; MMER (POPGym's metric, SPEC 7: max over iterations of the mean return of the episodes
+Numbers: episodes, last env step; MMER (POPGym's metric: max over iterations of the mean return of the episodes
 that ended in that iteration); the mean return of the last 10% of the episodes; steady SPS (env steps per second of
 rollout + update, averaged over iterations after the first) and the mean rollout/update time per iteration; the
-largest debug/first_minibatch_ratio_error where the script logs it (T-BPTT scripts; must be ~0, SPEC 4).
+largest debug/first_minibatch_ratio_error where the script logs it (must be ~0: the first minibatch re-runs the rollout's parameters).
 """
 import argparse
 import os
