@@ -172,15 +172,17 @@ def _rtu_step_torch(params: RTUParams, x, state, traces: RTUTraces, reset, activ
     e_nu = rotate(traces.nu) + fp * (_rot(prev, dg, dphi) + dgamma * wx)
     # e_th: same form with the theta derivatives and no gamma term
     e_th = rotate(traces.theta) + fp * _rot(prev, dg_th, dphi_th)
-    fp_gx = lambda part: (fp[:, part] * gamma)[..., None] * x[:, None, :]  # f' * gamma * x_t per unit  (B,n,D)
+    # W traces: the input term f' * gamma * x_t enters part "1" of the W1 traces and part "2" of the W2 traces.
+    # Written as one broadcast expression (no in-place slice update), so that torch.compile makes one pass over them.
+    fp_g = fp * gamma  # (B,2,n)
+    part = torch.arange(2, device=x.device)[:, None]  # (2,1): 0 = part "1", 1 = part "2"
+    gx = lambda p: ((part == p) * fp_g)[..., None] * x[:, None, None, :]  # (B,2,n,D), zero on the other part
     # E1_W1 <- g*E1_W1 - phi*E2_W1 + gamma*x;  E2_W1 <- g*E2_W1 + phi*E1_W1
-    E_W1 = rotate(traces.W1)
-    E_W1[:, 0] += fp_gx(0)
+    E_W1 = rotate(traces.W1) + gx(0)
     if _compact(traces, activation):  # linear RTU: E_W2 = i E_W1 is implied, not stored
         return h, RTUTraces(e_nu, e_th, E_W1, traces.W2)
     # E1_W2 <- g*E1_W2 - phi*E2_W2;  E2_W2 <- g*E2_W2 + phi*E1_W2 + gamma*x
-    E_W2 = rotate(traces.W2)
-    E_W2[:, 1] += fp_gx(1)
+    E_W2 = rotate(traces.W2) + gx(1)
     return h, RTUTraces(e_nu, e_th, E_W1, E_W2)
 
 
