@@ -113,6 +113,9 @@ class Args:
     """RMSProp epsilon"""
     rmsprop_momentum: float = 0.0
     """RMSProp momentum"""
+    reward_scale: float = 1.0
+    """multiply every env reward by this before the learner sees it (after normalisation, if any); episodic returns
+    are logged unscaled. A diagnostic: POPGym's rewards are +-1/51 per step, DMLab's (the paper's) of order 1"""
     truncation_as_termination: bool = False
     """treat time-limit truncation as termination (the paper's choice) instead of bootstrapping from the final observation"""
     normalize_env: Optional[bool] = None
@@ -479,7 +482,7 @@ def r2ac_loss(logprobs, entropies, values, rewards, dones_after, bootstrap_value
 def check_args(args):
     """Exit with one line on a size or rate no run can use, before anything is created."""
     for name in ("total_timesteps", "num_envs", "segment_len", "encoder_dim", "hidden_dim", "learning_rate",
-                 "max_grad_norm", "rmsprop_eps"):
+                 "max_grad_norm", "rmsprop_eps", "reward_scale"):
         if not getattr(args, name) > 0:
             sys.exit(f"error: --{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     for name in ("head_dim", "ent_coef", "baseline_cost", "rmsprop_momentum", "checkpoint_interval"):
@@ -708,6 +711,7 @@ if __name__ == "__main__":
 
             # TRY NOT TO MODIFY: execute the game and log data.
             next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
+            reward = reward * args.reward_scale
             step_reward = torch.as_tensor(reward, dtype=torch.float32, device=device).view(-1)  # before bootstrapping
             if not args.truncation_as_termination and truncations.any():
                 # Bootstrap time-limit truncation with V(final obs), computed from the pre-reset carry.

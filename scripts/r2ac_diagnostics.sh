@@ -4,6 +4,8 @@
 #   *_official     the defaults: segment-truncated encoder gradient, the clipped last reward as a core input
 #   *_onestep      the encoder's one-step gradient and no reward input (the script before it matched the official learner)
 #   *_rewnorm      the defaults with observations and rewards normalised (POPGym's rewards are +-1/51 per step)
+#   *_rewx51       the defaults with every reward multiplied by 51 (+-1 per step, the scale of the paper's DMLab rewards)
+#   *_eps1e-5      the defaults with RMSProp's eps at 1e-5 instead of 0.01 (POPGym's gradients are far below 0.01)
 #   rtrl_* / tbptt_*  exact RTRL or BPTT truncated at the segment start; every other setting is shared
 # Example: scripts/r2ac_diagnostics.sh -j 2
 #   plot: python scripts/plot.py --runs runs --out results/r2ac/diagnostics --exps . --popgym
@@ -15,10 +17,14 @@ declare -A DIAGNOSTICS=(
   [rtrl_onestep]="--grad-method rtrl --encoder-grad one-step --no-reward-input"
   [rtrl_rewnorm]="--grad-method rtrl --normalize-env True"
   [tbptt_rewnorm]="--grad-method tbptt --normalize-env True"
+  [rtrl_rewx51]="--grad-method rtrl --reward-scale 51"
+  [tbptt_rewx51]="--grad-method tbptt --reward-scale 51"
+  [rtrl_eps1e-5]="--grad-method rtrl --rmsprop-eps 1e-5"
+  [tbptt_eps1e-5]="--grad-method tbptt --rmsprop-eps 1e-5"
 )
 ENV=popgym-RepeatPreviousEasy-v0
 for seed in $SEEDS; do
-  for setting in ${SETTINGS:-rtrl_official tbptt_official rtrl_onestep rtrl_rewnorm tbptt_rewnorm}; do
+  for setting in ${SETTINGS:-rtrl_official tbptt_official rtrl_onestep rtrl_rewnorm tbptt_rewnorm rtrl_rewx51 tbptt_rewx51 rtrl_eps1e-5 tbptt_eps1e-5}; do
     [[ -n ${DIAGNOSTICS[$setting]:-} ]] || _sweep_die "unknown setting '$setting' (known: ${!DIAGNOSTICS[*]})"
     sweep_add "$ENV" "r2ac_$setting" "$seed" r2ac_elstm --env-id "$ENV" --seed "$seed" --total-timesteps "$STEPS" \
       --segment-len 50 --exp-name "r2ac_$setting" ${DIAGNOSTICS[$setting]}

@@ -368,6 +368,7 @@ EXTEND = {  # name: (the length flag, the shorter run's value): a finished run e
 }
 FAILING = {  # name: (command, what the one error line says)
     "r2ac_bad_size": (("r2ac_elstm", "--num-envs", "0"), "error: --num-envs must be positive, got 0"),
+    "r2ac_bad_reward_scale": (("r2ac_elstm", "--reward-scale", "0"), "error: --reward-scale must be positive, got 0.0"),
     "r2ac_diverges": ((*R2AC_POPGYM, "--total-timesteps", "800", "--learning-rate", "1e38"),
                       "error: non-finite parameters after the update at global_step="),
 }
