@@ -21,11 +21,11 @@ them). Two runs of one (env_id, exp_name, seed) are an error, not a silent choic
 - scores.csv: one row per run: final score (mean of the last 10% of the episodes), MMER, and the first and last
   logged --entropy-tag value (default losses/entropy; empty if the run has none);
 - aggregate_<score>.png, aggregate.json: IQM and mean over tasks x seeds of the per-run score, with 95% stratified
-  bootstrap confidence intervals (rliable's method, implemented here with numpy: runs are resampled with replacement
-  within each task). Scores are normalised per task to [0, 1] by the min and max over all runs of that task (all
-  architectures) before they are pooled across tasks (--normalize none pools raw scores). Only the tasks that every
-  aggregated architecture (--aggregate-exps, default all) ran are pooled, so that all of them are scored on the same
-  tasks; summary.md lists the tasks left out;
+  bootstrap confidence intervals from rliable (runs resampled with replacement within each task). Scores are
+  normalised per task to [0, 1] by the min and max over all runs of that task (all architectures) before they are
+  pooled across tasks (--normalize none pools raw scores). Only the tasks that every aggregated architecture
+  (--aggregate-exps, default all) ran are pooled, so that all of them are scored on the same tasks; summary.md lists
+  the tasks left out;
 - summary.md: per-task tables (mean +- std over seeds, 95% bootstrap CI, n seeds) and the aggregate table.
 
 --export-runs DIR writes what the report reads of every run (--tag, --batch-tag, and the first and last
@@ -57,9 +57,11 @@ import math
 import os
 import re
 import sys
+import warnings
 from collections import defaultdict
 
 import numpy as np
+from rliable import library as rly, metrics
 
 import matplotlib
 
@@ -72,58 +74,41 @@ BOOKKEEPING_ARGS = {"resume"}  # done.json args that say how a run was executed,
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Statistics
+# Statistics (rliable)
 # ---------------------------------------------------------------------------------------------------------------
-def iqm(x, axis=-1):
-    """Interquartile mean (scipy.stats.trim_mean(x, 0.25), as rliable): drop int(0.25 n) values at each end."""
-    x = np.sort(np.asarray(x, dtype=float), axis=axis)
-    n = x.shape[axis]
-    k = int(0.25 * n)
-    return np.take(x, np.arange(k, n - k), axis=axis).mean(axis=axis)
+STATS = {"IQM": metrics.aggregate_iqm, "mean": metrics.aggregate_mean}
 
 
-def mean(x, axis=-1):
-    return np.asarray(x, dtype=float).mean(axis=axis)
+def _interval(scores, func, reps, conf, seed):
+    """rliable's point estimate and percentile CI; its resampling draws from numpy's global generator, so seed it."""
+    np.random.seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)  # all-NaN columns (curves past a run's end)
+        point, ci = rly.get_interval_estimates({"x": scores}, func, reps=reps, confidence_interval_size=conf)
+    return point["x"], ci["x"][0], ci["x"][1]
 
 
 def stratified_bootstrap(groups, stat, reps=2000, conf=0.95, seed=0):
-    """Point estimate and percentile CI of stat(pooled scores) under the stratified bootstrap of rliable.
+    """stat (an rliable aggregate) of the pooled scores and its 95% CI under rliable's stratified bootstrap.
 
-    groups: one 1-D array of run scores per task. Each replicate resamples, with replacement, the runs of every task
-    separately (the number of runs per task is kept) and applies stat to the pooled resampled scores.
+    groups: one 1-D array of run scores per task. rliable resamples the runs of every task separately; the tasks are
+    passed as separate (runs x 1) arrays because their numbers of runs may differ.
     """
-    groups = [np.asarray(g, dtype=float) for g in groups if len(g)]
-    point = float(stat(np.concatenate(groups)))
-    rng = np.random.default_rng(seed)
-    pooled = np.concatenate([g[rng.integers(0, len(g), size=(reps, len(g)))] for g in groups], axis=1)
-    stats = stat(pooled, axis=1)
-    lo, hi = np.percentile(stats, [50 * (1 - conf), 50 * (1 + conf)])
-    return point, float(lo), float(hi)
+    groups = [np.asarray(g, dtype=float).reshape(-1, 1) for g in groups if len(g)]
+    point, lo, hi = _interval(groups, lambda *g: np.array([stat(np.concatenate(g))]), reps, conf, seed)
+    return float(point[0]), float(lo[0]), float(hi[0])
 
 
 def bootstrap_mean_ci(y, reps=1000, conf=0.95, seed=0):
-    """Mean over axis 0 (seeds) of y (seeds x points, NaN = missing) and its percentile bootstrap CI over seeds."""
+    """Mean over axis 0 (seeds) of y (seeds x points, NaN = missing) and its bootstrap CI over seeds (rliable, one
+    task: each point's seeds resampled)."""
     y = np.asarray(y, dtype=float)
-    with np.errstate(all="ignore"), _quiet_nan_warnings():
-        m = np.nanmean(y, axis=0)
-        if y.shape[0] < 2:
-            return m, m.copy(), m.copy()
-        idx = np.random.default_rng(seed).integers(0, y.shape[0], size=(reps, y.shape[0]))
-        means = np.nanmean(y[idx], axis=1)  # reps x points
-        lo, hi = np.nanpercentile(means, [50 * (1 - conf), 50 * (1 + conf)], axis=0)
-    return m, lo, hi
-
-
-class _quiet_nan_warnings:
-    def __enter__(self):
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
+        m = np.nanmean(y, axis=0)
+    if y.shape[0] < 2:
+        return m, m.copy(), m.copy()
+    return _interval(y[:, None, :], lambda s: np.nanmean(s[:, 0, :], axis=0), reps, conf, seed)
 
 
 def final_score(values, last_frac=0.1):
@@ -432,7 +417,7 @@ def aggregate(scores_norm, archs, tasks, args):
     for arch in archs if tasks else ():
         groups = [scores_norm[t][arch] for t in tasks]
         entry = {"tasks": len(groups), "runs": int(sum(len(g) for g in groups))}
-        for name, stat in (("IQM", iqm), ("mean", mean)):
+        for name, stat in STATS.items():
             entry[name] = stratified_bootstrap(groups, stat, reps=args.reps, seed=args.seed)
         res[arch] = entry
     return res

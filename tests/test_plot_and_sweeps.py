@@ -1,5 +1,5 @@
-"""scripts/plot.py (curves, IQM + stratified bootstrap, MMER, trace-conditioning tables, complete runs only) and the
-sweep scripts (dry runs, runs keyed by their full command, resuming and continuing runs, stopping, local execution,
+"""scripts/plot.py (curves, IQM + stratified bootstrap from rliable, MMER, complete runs only) and the sweep scripts
+(dry runs, runs keyed by their full command, resuming and continuing runs, stopping, local execution,
 SLURM array files). Fast: no training is run; sweeps execute a fake python."""
 import csv
 import gzip
@@ -28,25 +28,27 @@ def plot():
 
 
 # ------------------------------------------------------------------------------------------------ statistics
-def test_iqm_hand_values(plot):
-    assert plot.iqm(np.arange(1, 9)) == pytest.approx(4.5)  # n=8: drop 2 each end -> mean(3,4,5,6)
-    assert plot.iqm([100, 1, 3, 2, 4]) == pytest.approx(3.0)  # n=5: drop 1 each end -> mean(2,3,4)
-    assert plot.iqm([[1, 2, 3, 4], [0, 0, 0, 8]], axis=1) == pytest.approx([2.5, 0.0])
+def test_rliable_iqm_hand_values(plot):
+    iqm = plot.STATS["IQM"]
+    assert iqm(np.arange(1, 9)) == pytest.approx(4.5)  # n=8: drop 2 each end -> mean(3,4,5,6)
+    assert iqm(np.array([100, 1, 3, 2, 4])) == pytest.approx(3.0)  # n=5: drop 1 each end -> mean(2,3,4)
 
 
 def test_stratified_bootstrap_resamples_within_tasks(plot):
+    mean, iqm = plot.STATS["mean"], plot.STATS["IQM"]
     # within each task all runs are equal: every stratified replicate is exactly the point estimate (a bootstrap over
     # the pooled runs would mix the tasks and give a wide interval)
-    p, lo, hi = plot.stratified_bootstrap([[0.0, 0.0], [1.0, 1.0]], plot.mean, reps=500)
+    p, lo, hi = plot.stratified_bootstrap([[0.0, 0.0], [1.0, 1.0]], mean, reps=500)
     assert (p, lo, hi) == (0.5, 0.5, 0.5)
     # one task, runs {0, 1}: replicate means are 0, .5, 1 with probs 1/4, 1/2, 1/4 -> the 95% interval is [0, 1]
-    p, lo, hi = plot.stratified_bootstrap([[0.0, 1.0]], plot.mean, reps=4000)
+    p, lo, hi = plot.stratified_bootstrap([[0.0, 1.0]], mean, reps=4000)
     assert (p, lo, hi) == (0.5, 0.0, 1.0)
     rng = np.random.default_rng(1)
-    groups = [rng.normal(size=5), rng.normal(3, 2, size=4), rng.normal(-1, size=6)]
-    p, lo, hi = plot.stratified_bootstrap(groups, plot.iqm, reps=2000)
-    assert p == pytest.approx(plot.iqm(np.concatenate(groups)))
+    groups = [rng.normal(size=5), rng.normal(3, 2, size=4), rng.normal(-1, size=6)]  # tasks with different run counts
+    p, lo, hi = plot.stratified_bootstrap(groups, iqm, reps=2000)
+    assert p == pytest.approx(iqm(np.concatenate(groups)))
     assert lo < p < hi and hi - lo < 3
+    assert plot.stratified_bootstrap(groups, iqm, reps=300) == plot.stratified_bootstrap(groups, iqm, reps=300)
 
 
 def test_mmer_and_final_score_hand_values(plot):
