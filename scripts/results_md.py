@@ -16,7 +16,7 @@ Paths are relative to the README's folder. What can be generated (CSV = a scores
     mdcell MD ROW COLUMN       the cell under header COLUMN in the first markdown-table row whose first cell is ROW
     logkey LOG KEY             the value of KEY=value on the log's line that starts with "final:"
     trace CSV ISI ARCH T PARAMS [COL]
-                               trace conditioning, from plot.py's trace_records.csv: the mean over seeds of COL (msre)
+                               trace conditioning, from trace_conditioning_report.py's trace_records.csv: the mean over seeds of COL (msre)
                                of ARCH on ISI with truncation length T ("-" for the RTRL learners) and PARAMS recurrent
                                parameters; 3 significant digits, or a whole number with thousands separators if >= 1000
 

@@ -1,6 +1,7 @@
-"""scripts/plot.py (curves, IQM + stratified bootstrap from rliable, MMER, complete runs only) and the sweep scripts
-(dry runs, runs keyed by their full command, resuming and continuing runs, stopping, local execution,
-SLURM array files). Fast: no training is run; sweeps execute a fake python."""
+"""scripts/plot.py (curves, IQM + stratified bootstrap from rliable, MMER, complete runs only),
+scripts/trace_conditioning_report.py and the sweep scripts (dry runs, runs keyed by their full command, resuming and
+continuing runs, stopping, local execution, SLURM array files). Fast: no training is run; sweeps execute a fake
+python."""
 import csv
 import gzip
 import importlib.util
@@ -317,7 +318,10 @@ def test_plot_duplicate_runs_are_an_error(plot, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ trace conditioning
-def test_plot_trace_conditioning(plot, tmp_path):
+def test_trace_conditioning_report(tmp_path):
+    spec = importlib.util.spec_from_file_location("trace_report", os.path.join(SCRIPTS, "trace_conditioning_report.py"))
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
     summ = tmp_path / "summaries"
     summ.mkdir()
     recs = []
@@ -336,7 +340,7 @@ def test_plot_trace_conditioning(plot, tmp_path):
         "FINAL_MSRE arch=rtu_nonlinear isi=10 seed=4 msre=0.04 msre_last_bin=0.01 params=1664 "
         "flops_per_step=50000 sec_per_step=0.002 tbptt_len=None steps=1000\n")
     out = tmp_path / "out"
-    plot.main(["--trace", str(summ), "--out", str(out), "--reps", "500"])
+    report.main([str(summ), "--out", str(out), "--reps", "500"])
     for f in ("msre.md", "trace_records.csv", "msre_vs_compute_isi10.png", "msre_vs_params_isi10.png",
               "msre_vs_T_isi10.png", "time_vs_T_isi10.png"):
         assert (out / f).stat().st_size > 0, f
@@ -346,10 +350,10 @@ def test_plot_trace_conditioning(plot, tmp_path):
     # runs of another length are not averaged in: a clear error instead
     (summ / "longer.json").write_text(json.dumps(dict(recs[0], seed=9, steps=2000)))
     with pytest.raises(SystemExit, match="different run lengths"):
-        plot.main(["--trace", str(summ), "--out", str(tmp_path / "mixed")])
+        report.main([str(summ), "--out", str(tmp_path / "mixed")])
     (summ / "longer.json").write_text(json.dumps(dict(recs[0], seed=9, learning_rate=0.1)))
     with pytest.raises(SystemExit, match="differ in learning_rate"):
-        plot.main(["--trace", str(summ), "--out", str(tmp_path / "mixed")])
+        report.main([str(summ), "--out", str(tmp_path / "mixed")])
 
 
 # ------------------------------------------------------------------------------------------------ sweeps
