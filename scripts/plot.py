@@ -186,8 +186,9 @@ def run_name(path):
     return name[: -len(EXPORT_SUFFIX)] if name.endswith(EXPORT_SUFFIX) else name
 
 
-def load_scalars(run, tags):
-    """{tag: (steps, values)} for the tags present in the run (all events: no reservoir down-sampling)."""
+def load_scalars(run, tags=None):
+    """{tag: (steps, values)} for the tags present in the run (tags=None: every tag; all events: no reservoir
+    down-sampling)."""
     if run.endswith(EXPORT_SUFFIX):
         rows = defaultdict(list)
         with gzip.open(run, "rt", newline="") as f:
@@ -206,11 +207,11 @@ def load_scalars(run, tags):
         acc.Reload()
         raw = {}
         for tag in acc.Tags().get("scalars", []):
-            if tag in tags:
+            if tags is None or tag in tags:
                 ev = acc.Scalars(tag)
                 raw[tag] = (np.array([e.step for e in ev], dtype=np.int64), np.array([e.value for e in ev], dtype=float))
     out = {}
-    for tag in tags:
+    for tag in raw if tags is None else tags:
         if tag in raw:
             steps, vals = raw[tag]
             order = np.argsort(steps, kind="stable")
