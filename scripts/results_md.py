@@ -124,6 +124,32 @@ def runs(path):
                                   _entropy(r), r["last_step"]] for r in rows])
 
 
+def seed_table(env, exps, sources):
+    """Table, one row per setting: each source's seeds in seed order and their mean ± std; sources: [(label, CSV)]."""
+    header = ["setting"] + [h for label, _ in sources for h in (f"{label}: seeds 1 / 2 / 3", f"{label}: mean ± std")]
+    return table(header, [[e] + [x for _, p in sources for x in (seeds(p, env, e), cell(p, env, e))] for e in exps])
+
+
+def md_columns(path, columns):
+    """The first markdown table in path, cut to its first column and the given columns."""
+    lines = [line.strip() for line in _read(path).splitlines()]
+    start = next((i for i, line in enumerate(lines) if line.startswith("|") and i + 1 < len(lines)
+                  and lines[i + 1].startswith("|-")), None)
+    if start is None:
+        raise ValueError(f"no markdown table in {path}")
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        if not line.startswith("|-"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+    missing = [c for c in columns if c not in rows[0]]
+    if missing:
+        raise ValueError(f"no column {missing[0]!r} in the first table of {path}")
+    keep = [0] + [rows[0].index(c) for c in columns]
+    return table([rows[0][k] for k in keep], [[r[k] for k in keep] for r in rows[1:]])
+
+
 def iqm(path, exp, score="final"):
     """Aggregate IQM over tasks x seeds from plot.py's aggregate.json: "0.815 [0.669, 0.943]"."""
     agg = json.loads(_read(path))["aggregate"].get(score, {})
