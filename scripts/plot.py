@@ -53,7 +53,6 @@ import warnings
 from collections import defaultdict
 
 import numpy as np
-from rliable import library as rly, metrics
 
 import matplotlib
 
@@ -67,7 +66,13 @@ BOOKKEEPING_ARGS = {"resume"}  # done.json args that say how a run was executed,
 # ---------------------------------------------------------------------------------------------------------------
 # Statistics (rliable)
 # ---------------------------------------------------------------------------------------------------------------
-STATS = {"IQM": metrics.aggregate_iqm, "mean": metrics.aggregate_mean}
+def _rliable():
+    from rliable import library, metrics  # imported on use: it takes seconds (arch, pandas, scipy)
+
+    return library, metrics
+
+
+STATS = {"IQM": lambda x: _rliable()[1].aggregate_iqm(x), "mean": lambda x: _rliable()[1].aggregate_mean(x)}
 
 
 def _interval(scores, func, reps, conf, seed):
@@ -75,7 +80,7 @@ def _interval(scores, func, reps, conf, seed):
     np.random.seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)  # all-NaN columns (curves past a run's end)
-        point, ci = rly.get_interval_estimates({"x": scores}, func, reps=reps, confidence_interval_size=conf)
+        point, ci = _rliable()[0].get_interval_estimates({"x": scores}, func, reps=reps, confidence_interval_size=conf)
     return point["x"], ci["x"][0], ci["x"][1]
 
 
