@@ -7,10 +7,10 @@
         (read by approx_rtrl.sh PHASE=report), selection_runs.csv (every selection run) and selection.md.
     python scripts/approx_rtrl_report.py report SUMMARIES... --out results/approx_rtrl
         From the report runs (PHASE=report): checks that every run used its selected step size and that all runs have
-        the same length, then writes records.csv (one row per run, the columns of plot.py's trace_records.csv, so
-        scripts/results_md.py's "trace" directive reads it), msre.md (the tables), msre_vs_flops_isi*.png,
-        time_vs_flops_isi*.png (and msre_vs_params_isi*.png when there is more than one budget), and splices the
-        tables into README.md between the "approx-rtrl tables" markers.
+        the same length, then writes records.csv (one row per run, the columns of trace_records.csv from
+        scripts/trace_conditioning_report.py, so scripts/results_md.py's trace() reads it), msre.md (the
+        tables), msre_vs_flops_isi*.png, time_vs_flops_isi*.png (and msre_vs_params_isi*.png when there is more than
+        one budget), and splices the tables into README.md between the "approx-rtrl tables" markers.
 
 MSRE = mean over the run of (v_t - G_t)^2 (lower is better). Nothing is typed by hand: every number comes from the
 per-run JSON summaries written by td_animal_learning.py.

@@ -21,11 +21,11 @@ them). Two runs of one (env_id, exp_name, seed) are an error, not a silent choic
 - scores.csv: one row per run: final score (mean of the last 10% of the episodes), MMER, and the first and last
   logged --entropy-tag value (default losses/entropy; empty if the run has none);
 - aggregate_<score>.png, aggregate.json: IQM and mean over tasks x seeds of the per-run score, with 95% stratified
-  bootstrap confidence intervals (rliable's method, implemented here with numpy: runs are resampled with replacement
-  within each task). Scores are normalised per task to [0, 1] by the min and max over all runs of that task (all
-  architectures) before they are pooled across tasks (--normalize none pools raw scores). Only the tasks that every
-  aggregated architecture (--aggregate-exps, default all) ran are pooled, so that all of them are scored on the same
-  tasks; summary.md lists the tasks left out;
+  bootstrap confidence intervals from rliable (runs resampled with replacement within each task). Scores are
+  normalised per task to [0, 1] by the min and max over all runs of that task (all architectures) before they are
+  pooled across tasks (--normalize none pools raw scores). Only the tasks that every aggregated architecture
+  (--aggregate-exps, default all) ran are pooled, so that all of them are scored on the same tasks; summary.md lists
+  the tasks left out;
 - summary.md: per-task tables (mean +- std over seeds, 95% bootstrap CI, n seeds) and the aggregate table.
 
 --export-runs DIR writes what the report reads of every run (--tag, --batch-tag, and the first and last
@@ -38,18 +38,10 @@ of episodes; a batch = the episodes that ended within one iteration of the algor
 steps at which --batch-tag, default charts/SPS, is logged once per iteration), consecutive batches being merged until
 they hold at least --mmer-min-episodes episodes; reported as mean +- std over seeds.
 
-Trace conditioning (td_animal_learning.py --summary-path files, or its logs with FINAL_MSRE lines):
-
-    python scripts/plot.py --trace runs/summaries/trace_conditioning --out results/trace_conditioning
-
-writes msre.md (MSRE per ISI x architecture x truncation length x size, mean +- std and 95% bootstrap CI over
-seeds), msre_vs_compute_isi<ISI>.png (MSRE against analytic FLOPs per step), msre_vs_params_isi<ISI>.png (against
-recurrent parameters), msre_vs_T_isi<ISI>.png and time_vs_T_isi<ISI>.png (MSRE and seconds per step against the
-truncation length T; RTRL learners, which have no T, as horizontal lines), and trace_records.csv.
+Trace conditioning runs (td_animal_learning.py): scripts/trace_conditioning_report.py.
 """
 import argparse
 import csv
-import glob
 import gzip
 import io
 import json
@@ -57,6 +49,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from collections import defaultdict
 
 import numpy as np
@@ -65,65 +58,53 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
 
 EXPORT_SUFFIX = ".csv.gz"  # an exported run (--export-runs), read like a run directory
 BOOKKEEPING_ARGS = {"resume"}  # done.json args that say how a run was executed, not what it computes
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Statistics
+# Statistics (rliable)
 # ---------------------------------------------------------------------------------------------------------------
-def iqm(x, axis=-1):
-    """Interquartile mean (scipy.stats.trim_mean(x, 0.25), as rliable): drop int(0.25 n) values at each end."""
-    x = np.sort(np.asarray(x, dtype=float), axis=axis)
-    n = x.shape[axis]
-    k = int(0.25 * n)
-    return np.take(x, np.arange(k, n - k), axis=axis).mean(axis=axis)
+def _rliable():
+    from rliable import library, metrics  # imported on use: it takes seconds (arch, pandas, scipy)
+
+    return library, metrics
 
 
-def mean(x, axis=-1):
-    return np.asarray(x, dtype=float).mean(axis=axis)
+STATS = {"IQM": lambda x: _rliable()[1].aggregate_iqm(x), "mean": lambda x: _rliable()[1].aggregate_mean(x)}
+
+
+def _interval(scores, func, reps, conf, seed):
+    """rliable's point estimate and percentile CI; its resampling draws from numpy's global generator, so seed it."""
+    np.random.seed(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)  # all-NaN columns (curves past a run's end)
+        point, ci = _rliable()[0].get_interval_estimates({"x": scores}, func, reps=reps, confidence_interval_size=conf)
+    return point["x"], ci["x"][0], ci["x"][1]
 
 
 def stratified_bootstrap(groups, stat, reps=2000, conf=0.95, seed=0):
-    """Point estimate and percentile CI of stat(pooled scores) under the stratified bootstrap of rliable.
+    """stat (an rliable aggregate) of the pooled scores and its 95% CI under rliable's stratified bootstrap.
 
-    groups: one 1-D array of run scores per task. Each replicate resamples, with replacement, the runs of every task
-    separately (the number of runs per task is kept) and applies stat to the pooled resampled scores.
+    groups: one 1-D array of run scores per task. rliable resamples the runs of every task separately; the tasks are
+    passed as separate (runs x 1) arrays because their numbers of runs may differ.
     """
-    groups = [np.asarray(g, dtype=float) for g in groups if len(g)]
-    point = float(stat(np.concatenate(groups)))
-    rng = np.random.default_rng(seed)
-    pooled = np.concatenate([g[rng.integers(0, len(g), size=(reps, len(g)))] for g in groups], axis=1)
-    stats = stat(pooled, axis=1)
-    lo, hi = np.percentile(stats, [50 * (1 - conf), 50 * (1 + conf)])
-    return point, float(lo), float(hi)
+    groups = [np.asarray(g, dtype=float).reshape(-1, 1) for g in groups if len(g)]
+    point, lo, hi = _interval(groups, lambda *g: np.array([stat(np.concatenate(g))]), reps, conf, seed)
+    return float(point[0]), float(lo[0]), float(hi[0])
 
 
 def bootstrap_mean_ci(y, reps=1000, conf=0.95, seed=0):
-    """Mean over axis 0 (seeds) of y (seeds x points, NaN = missing) and its percentile bootstrap CI over seeds."""
+    """Mean over axis 0 (seeds) of y (seeds x points, NaN = missing) and its bootstrap CI over seeds (rliable, one
+    task: each point's seeds resampled)."""
     y = np.asarray(y, dtype=float)
-    with np.errstate(all="ignore"), _quiet_nan_warnings():
-        m = np.nanmean(y, axis=0)
-        if y.shape[0] < 2:
-            return m, m.copy(), m.copy()
-        idx = np.random.default_rng(seed).integers(0, y.shape[0], size=(reps, y.shape[0]))
-        means = np.nanmean(y[idx], axis=1)  # reps x points
-        lo, hi = np.nanpercentile(means, [50 * (1 - conf), 50 * (1 + conf)], axis=0)
-    return m, lo, hi
-
-
-class _quiet_nan_warnings:
-    def __enter__(self):
-        import warnings
-
-        self._ctx = warnings.catch_warnings()
-        self._ctx.__enter__()
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
-
-    def __exit__(self, *exc):
-        return self._ctx.__exit__(*exc)
+        m = np.nanmean(y, axis=0)
+    if y.shape[0] < 2:
+        return m, m.copy(), m.copy()
+    return _interval(y[:, None, :], lambda s: np.nanmean(s[:, 0, :], axis=0), reps, conf, seed)
 
 
 def final_score(values, last_frac=0.1):
@@ -210,8 +191,9 @@ def run_name(path):
     return name[: -len(EXPORT_SUFFIX)] if name.endswith(EXPORT_SUFFIX) else name
 
 
-def load_scalars(run, tags):
-    """{tag: (steps, values)} for the tags present in the run (all events: no reservoir down-sampling)."""
+def load_scalars(run, tags=None):
+    """{tag: (steps, values)} for the tags present in the run (tags=None: every tag; all events: no reservoir
+    down-sampling)."""
     if run.endswith(EXPORT_SUFFIX):
         rows = defaultdict(list)
         with gzip.open(run, "rt", newline="") as f:
@@ -230,11 +212,11 @@ def load_scalars(run, tags):
         acc.Reload()
         raw = {}
         for tag in acc.Tags().get("scalars", []):
-            if tag in tags:
+            if tags is None or tag in tags:
                 ev = acc.Scalars(tag)
                 raw[tag] = (np.array([e.step for e in ev], dtype=np.int64), np.array([e.value for e in ev], dtype=float))
     out = {}
-    for tag in tags:
+    for tag in raw if tags is None else tags:
         if tag in raw:
             steps, vals = raw[tag]
             order = np.argsort(steps, kind="stable")
@@ -432,7 +414,7 @@ def aggregate(scores_norm, archs, tasks, args):
     for arch in archs if tasks else ():
         groups = [scores_norm[t][arch] for t in tasks]
         entry = {"tasks": len(groups), "runs": int(sum(len(g) for g in groups))}
-        for name, stat in (("IQM", iqm), ("mean", mean)):
+        for name, stat in STATS.items():
             entry[name] = stratified_bootstrap(groups, stat, reps=args.reps, seed=args.seed)
         res[arch] = entry
     return res
@@ -572,205 +554,6 @@ def rl_report(args):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Trace conditioning report
-# ---------------------------------------------------------------------------------------------------------------
-_INT_FIELDS = ("isi", "isi_lo", "isi_hi", "seed", "steps", "params", "total_params", "hidden_size", "tbptt_len",
-               "num_distractors")
-_FLOAT_FIELDS = ("msre", "msre_last_bin", "flops_per_step", "sec_per_step", "gamma", "learning_rate", "td_lambda")
-
-
-def _typed(rec):
-    out = dict(rec)
-    for k in _INT_FIELDS + _FLOAT_FIELDS:
-        if k not in out:
-            continue
-        v = out[k]
-        if v is None or (isinstance(v, str) and v.strip() in ("", "None", "none", "null")):
-            out[k] = None
-        else:
-            out[k] = int(float(v)) if k in _INT_FIELDS else float(v)
-    return out
-
-
-def load_trace_records(paths):
-    """Records of td_animal_learning.py runs from JSON / CSV summaries or logs with FINAL_MSRE lines."""
-    files = []
-    for p in paths:
-        if os.path.isdir(p):
-            for ext in ("json", "csv", "log", "txt"):
-                files += sorted(glob.glob(os.path.join(p, "**", f"*.{ext}"), recursive=True))
-        elif os.path.exists(p):
-            files.append(p)
-        else:
-            sys.exit(f"error: --trace {p} does not exist")
-    recs = []
-    for fpath in files:
-        if fpath.endswith(".json"):
-            with open(fpath) as f:
-                data = json.load(f)
-            recs += [dict(d, _src=fpath) for d in (data if isinstance(data, list) else [data])]
-        elif fpath.endswith(".csv"):
-            with open(fpath, newline="") as f:
-                recs += [dict(d, _src=fpath) for d in csv.DictReader(f)]
-        else:
-            with open(fpath, errors="replace") as f:
-                for line in f:
-                    if line.startswith("FINAL_MSRE"):
-                        recs.append(dict(re.findall(r"(\w+)=(\S+)", line), _src=fpath))
-    recs = [_typed(r) for r in recs if "msre" in r and "arch" in r]
-    seen, out, dup = set(), [], 0
-    for r in sorted(recs, key=lambda r: not r["_src"].endswith((".json", ".csv"))):  # summaries before logs
-        key = tuple(r.get(k) for k in ("arch", "isi", "seed", "tbptt_len", "params", "steps"))
-        if key in seen:
-            dup += 1
-            continue
-        seen.add(key)
-        out.append(r)
-    if dup:
-        print(f"note: {dup} duplicate trace records ignored (same arch, isi, seed, T, params, steps)", file=sys.stderr)
-    return out
-
-
-def trace_groups(recs):
-    """{(isi, arch, T, params): [records]}"""
-    groups = defaultdict(list)
-    for r in recs:
-        groups[(r.get("isi"), r["arch"], r.get("tbptt_len"), r.get("params"))].append(r)
-    return groups
-
-
-def _sort_key(key):
-    return tuple((0, x, "") if isinstance(x, (int, float)) else (1, 0, str(x)) for x in key)
-
-
-def trace_report(args):
-    recs = load_trace_records(args.trace)
-    if not recs:
-        sys.exit(f"error: no trace-conditioning records found in {', '.join(args.trace)}")
-    # MSRE is a mean over the whole run, so runs of different lengths (or settings) must not be averaged together
-    run_lengths = sorted({r.get("steps") for r in recs}, key=str)
-    if len(run_lengths) > 1:
-        sys.exit(f"error: trace records with different run lengths (steps {run_lengths}); their MSREs are not "
-                 "comparable, so give the runs of one length per --out")
-    groups = trace_groups(recs)
-    for key, rs in groups.items():
-        for field in ("gamma", "td_lambda", "learning_rate", "num_distractors"):
-            if len({r.get(field) for r in rs}) > 1:
-                sys.exit(f"error: the seeds of (isi, arch, T, params) = {key} differ in {field}: "
-                         f"{sorted({r.get(field) for r in rs}, key=str)}")
-    os.makedirs(args.out, exist_ok=True)
-    rows = []
-    for (isi, arch, T, params), rs in sorted(groups.items(), key=lambda kv: _sort_key(kv[0])):
-        v = np.array([r["msre"] for r in rs], dtype=float)
-        m, lo, hi = bootstrap_mean_ci(v[:, None], reps=args.reps, seed=args.seed)
-        secs = [r["sec_per_step"] for r in rs if r.get("sec_per_step") is not None]
-        rows.append(dict(isi=isi, arch=arch, T=T, params=params, flops=rs[0].get("flops_per_step"),
-                         sec=float(np.mean(secs)) if secs else None, msre=float(m[0]),
-                         std=float(v.std(ddof=1)) if len(v) > 1 else 0.0, lo=float(lo[0]), hi=float(hi[0]),
-                         n=len(v), steps=rs[0].get("steps")))
-    archs = sorted({r["arch"] for r in rows})
-    colors = colors_for(archs)
-    md = ["# Trace conditioning: MSRE", "",
-          "MSRE = mean over the run of (v_t - G_t)^2; mean ± std over seeds [95% bootstrap CI over seeds] "
-          "(n = number of seeds). "
-          "T = truncation length of the T-BPTT learners (RTRL learners: -). FLOPs/step counted analytically.", ""]
-    for isi in sorted({r["isi"] for r in rows}, key=str):
-        rr = [r for r in rows if r["isi"] == isi]
-        md += [f"## ISI {isi}", "", "| architecture | T | recurrent params | FLOPs/step | sec/step | steps | MSRE |",
-               "|-|-|-|-|-|-|-|"]
-        for r in rr:
-            flops = "n/a" if r["flops"] is None else f"{r['flops']:,.0f}"
-            sec = "n/a" if r["sec"] is None else f"{r['sec']:.3g}"
-            T = "-" if r["T"] is None else r["T"]
-            md.append(f"| {r['arch']} | {T} | {r['params']} | {flops} | {sec} | {r['steps']} | "
-                      f"{r['msre']:.3g} ± {r['std']:.2g} [{r['lo']:.3g}, {r['hi']:.3g}] (n={r['n']}) |")
-        md.append("")
-        _trace_plots(rr, isi, archs, colors, args.out)
-    with open(os.path.join(args.out, "msre.md"), "w") as f:
-        f.write("\n".join(md))
-    keys = sorted({k for r in recs for k in r if not k.startswith("_")})
-    with open(os.path.join(args.out, "trace_records.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, keys, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(recs)
-    print("\n".join(md))
-    print(f"wrote {args.out}/msre.md, trace_records.csv and msre_vs_*/time_vs_T_*.png")
-
-
-def _errbar(ax, xs, rs, color, label, marker="o"):
-    y = np.array([r["msre"] for r in rs])
-    yerr = np.array([[r["msre"] - r["lo"] for r in rs], [r["hi"] - r["msre"] for r in rs]])
-    ax.errorbar(xs, y, yerr=yerr, color=color, marker=marker, ms=4, capsize=2, lw=1.2, label=label)
-
-
-def _trace_plots(rows, isi, archs, colors, out):
-    # MSRE vs compute and vs parameters: one series per (arch, T) across sizes; T-BPTT archs also join their T values
-    for xkey, fname, xlabel in (("flops", "msre_vs_compute", "FLOPs per step (analytic)"),
-                                ("params", "msre_vs_params", "recurrent parameters")):
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        annotated = set()
-        for arch in archs:
-            ar = [r for r in rows if r["arch"] == arch and r[xkey] is not None]
-            if not ar:
-                continue
-            if xkey == "flops":  # compute grows with T and with the size: one line through all points by compute
-                ar = sorted(ar, key=lambda r: r["flops"])
-                _errbar(ax, [r["flops"] for r in ar], ar, colors[arch], arch)
-                for r in ar:
-                    if r["T"] is not None and (r["flops"], r["T"]) not in annotated:
-                        annotated.add((r["flops"], r["T"]))
-                        ax.annotate(f"T={r['T']}", (r["flops"], r["msre"]), fontsize=6, xytext=(3, 3),
-                                    textcoords="offset points")
-            else:
-                for j, T in enumerate(sorted({r["T"] for r in ar}, key=lambda t: -1 if t is None else t)):
-                    tr = sorted([r for r in ar if r["T"] == T], key=lambda r: r["params"])
-                    _errbar(ax, [r["params"] for r in tr], tr, colors[arch],
-                            arch if T is None else f"{arch} T={T}", marker="os^vD<>ph*"[j % 10])
-        xs = [r[xkey] for r in rows if r[xkey] is not None]
-        if xs and max(xs) > 3 * min(xs) > 0:
-            ax.set_xscale("log")
-            ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1, 2, 5)))
-            ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
-            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("MSRE (mean over seeds, 95% CI)")
-        ax.set_title(f"Trace conditioning, ISI {isi}")
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=6)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, f"{fname}_isi{isi}.png"), dpi=120)
-        plt.close(fig)
-    # MSRE and time per step vs T (RTRL learners: horizontal lines)
-    Ts = sorted({r["T"] for r in rows if r["T"] is not None})
-    for ykey, fname, ylabel in (("msre", "msre_vs_T", "MSRE"), ("sec", "time_vs_T", "seconds per step")):
-        fig, ax = plt.subplots(figsize=(6.5, 4.2))
-        for arch in archs:
-            ar = [r for r in rows if r["arch"] == arch and r[ykey] is not None]
-            for params in sorted({r["params"] for r in ar}, key=lambda p: -1 if p is None else p):
-                pr = [r for r in ar if r["params"] == params]
-                lab = arch if len({r["params"] for r in ar}) == 1 else f"{arch} ({params} params)"
-                tr = sorted([r for r in pr if r["T"] is not None], key=lambda r: r["T"])
-                if tr:
-                    if ykey == "msre":
-                        _errbar(ax, [r["T"] for r in tr], tr, colors[arch], lab)
-                    else:
-                        ax.plot([r["T"] for r in tr], [r["sec"] for r in tr], "o-", color=colors[arch], label=lab)
-                for r in [r for r in pr if r["T"] is None]:
-                    ax.axhline(r[ykey], color=colors[arch], ls="--", lw=1.2, label=f"{lab} (RTRL)")
-        if Ts:
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(Ts, [str(t) for t in Ts])
-        ax.set_xlabel("truncation length T (T-BPTT)")
-        ax.set_ylabel(ylabel)
-        ax.set_title(f"Trace conditioning, ISI {isi}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-        fig.tight_layout()
-        fig.savefig(os.path.join(out, f"{fname}_isi{isi}.png"), dpi=120)
-        plt.close(fig)
-
-
-# ---------------------------------------------------------------------------------------------------------------
 def _name_value(text):
     name, sep, value = text.partition("=")
     if not sep or not name:
@@ -781,9 +564,8 @@ def _name_value(text):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--runs", nargs="+", help="directories holding CleanRL-style TensorBoard run directories "
+    p.add_argument("--runs", nargs="+", required=True, help="directories holding CleanRL-style TensorBoard run directories "
                    "(or runs exported by --export-runs)")
-    p.add_argument("--trace", nargs="+", help="trace-conditioning summaries: JSON/CSV files, logs, or directories")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--tag", default="charts/episodic_return", help="scalar tag of the curves and scores")
     p.add_argument("--xlabel", default="environment steps", help="x-axis label of the curves (the TensorBoard step)")
@@ -815,8 +597,6 @@ def parse_args(argv=None):
     if args.export_runs and args.include_incomplete:
         p.error("--export-runs writes complete runs only (an exported run counts as complete): "
                 "drop --include-incomplete")
-    if not args.runs and not args.trace:
-        p.error("give --runs and/or --trace")
     if args.entropy_tag in (args.tag, args.batch_tag):
         p.error("--entropy-tag must differ from --tag and --batch-tag (only its first and last values are kept)")
     if not 0 < args.last_frac <= 1:
@@ -825,11 +605,7 @@ def parse_args(argv=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    if args.runs:
-        rl_report(args)
-    if args.trace:
-        trace_report(args)
+    rl_report(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Curves and numbers of PPO sanity runs (any algos/ppo_*.py script), read from their TensorBoard event files (no hand-written numbers).
+"""Curves and numbers of PPO sanity runs (any algos/ppo_*.py script), read from their TensorBoard event files or their
+csv.gz export (no hand-written numbers).
 
 Usage: python scripts/ppo_report.py --run RUN_DIR --out PREFIX --command "CMD" --commit SHA --date "DATE"
        [--script-sha256 SHA] [--machine TEXT] [--random-return R] [--note TEXT ...]
@@ -12,13 +13,16 @@ largest debug/first_minibatch_ratio_error where the script logs it (must be ~0: 
 """
 import argparse
 import os
+import sys
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plot import load_scalars, run_name  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--run", required=True)
@@ -32,10 +36,7 @@ p.add_argument("--random-return", type=float)
 p.add_argument("--note", action="append", default=[], help="extra bullet line(s) for the markdown")
 opts = p.parse_args()
 
-acc = EventAccumulator(opts.run, size_guidance={"scalars": 0})
-acc.Reload()
-scalar = {tag: (np.array([e.step for e in acc.Scalars(tag)]), np.array([e.value for e in acc.Scalars(tag)]))
-          for tag in acc.Tags()["scalars"]}
+scalar = load_scalars(opts.run)  # a run directory or its export (scripts/plot.py's export_run)
 ep_steps, ep_returns = scalar["charts/episodic_return"]
 iter_steps = scalar["charts/SPS"][0]  # logged once per iteration, at the iteration's last env step
 rollout, update = scalar["charts/rollout_time"][1], scalar["charts/update_time"][1]
@@ -52,7 +53,7 @@ means = np.array(means)
 last = ep_returns[-max(1, len(ep_returns) // 10):]
 steady_sps = steps_per_iter / np.mean(rollout[1:] + update[1:])
 ratio_err = scalar["debug/first_minibatch_ratio_error"][1].max() if "debug/first_minibatch_ratio_error" in scalar else None
-name = os.path.basename(opts.run.rstrip("/"))
+name = run_name(opts.run)
 env_id, exp_name, seed = name.split("__")[:3]
 
 fig, ax = plt.subplots(figsize=(7, 4))

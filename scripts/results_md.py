@@ -1,28 +1,17 @@
-"""Fill in the generated parts of the results READMEs from the files they summarise: no number is typed by hand.
+"""The numbers in the results READMEs, generated with cog (cogapp): no number is typed by hand.
 
-A generated part sits between a comment that says what to generate and a closing comment (GitHub hides both):
+A generated part is a cog block hidden in HTML comments; its output is the lines up to the end marker:
 
-    - `Hopper-P-v5`: <!--gen scores scores.csv Hopper-P-v5-->ppo_rtu_rtrl_linear 1079.4 ± 136.4 (n=2), ...<!--/gen-->
+    <!-- [[[cog out(table(["setting", "final score"], [[e, cell("scores.csv", "Hopper-P-v5", e)] for e in EXPS]))]]] -->
+    | setting | final score |
+    ...
+    <!-- [[[end]]] -->
 
-Paths are relative to the README's folder. What can be generated (CSV = a scores.csv written by scripts/plot.py):
+Every block runs after `from results_md import *` (and out = cog.outl), with paths relative to the README's folder. The functions below
+read the committed outputs (CSV = a scores.csv written by scripts/plot.py); means, stds and values get 1 decimal when
+|mean| >= 100, else 3; std is the sample std over seeds (none when n = 1).
 
-    scores CSV ENV [COL]       the settings that ran ENV, best first: "exp mean ± std (n=seeds), ..." (COL: final)
-    cell CSV ENV EXP [COL]     one setting: "mean ± std (n=seeds)"
-    seeds CSV ENV EXP [COL]    one setting, each seed's value in seed order: "v1 / v2 / v3"
-    order CSV                  list, one line per (env, seed): the settings ordered by final score, best first
-    entropy CSV [ENV_REGEX]    table env x setting: "seed: first -> last" logged policy entropy of each run
-    runs CSV                   table, one row per run: setting, seed, final, MMER, entropy first -> last, env steps
-    iqm JSON EXP [SCORE]       aggregate IQM over tasks x seeds from plot.py's aggregate.json: "0.815 [0.669, 0.943]"
-    mdcell MD ROW COLUMN       the cell under header COLUMN in the first markdown-table row whose first cell is ROW
-    logkey LOG KEY             the value of KEY=value on the log's line that starts with "final:"
-    trace CSV ISI ARCH T PARAMS [COL]
-                               trace conditioning, from plot.py's trace_records.csv: the mean over seeds of COL (msre)
-                               of ARCH on ISI with truncation length T ("-" for the RTRL learners) and PARAMS recurrent
-                               parameters; 3 significant digits, or a whole number with thousands separators if >= 1000
-
-Means, stds and values get 1 decimal when |mean| >= 100, else 3; std is the sample std over seeds (none when n = 1).
-
-    python scripts/results_md.py            rewrite the generated parts of every README.md under results/
+    python scripts/results_md.py            regenerate every README.md under results/
     python scripts/results_md.py --check    exit 1 if any is out of date (tests/test_results_md.py runs this)
 """
 import argparse
@@ -30,18 +19,29 @@ import csv
 import json
 import os
 import re
-import shlex
 import statistics
 import sys
 from collections import defaultdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GEN = re.compile(r"<!--gen (.*?)-->(.*?)<!--/gen-->", re.S)
+BASE = "."  # the folder of the README being generated (set by at())
 
 
-def read_scores(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+def at(readme):
+    global BASE
+    BASE = os.path.dirname(os.path.abspath(readme))
+
+
+def _read(path):
+    with open(os.path.join(BASE, path), newline="") as f:
+        return list(csv.DictReader(f)) if path.endswith(".csv") else f.read()
+
+
+def table(header, rows):
+    """A markdown table; a `|` inside a cell is escaped."""
+    esc = [[str(c).replace("|", "\\|") for c in r] for r in [header] + list(rows)]
+    return "\n".join(["| " + " | ".join(esc[0]) + " |", "|" + "-|" * len(header)]
+                     + ["| " + " | ".join(r) + " |" for r in esc[1:]])
 
 
 def decimals(values):
@@ -53,45 +53,51 @@ def mean_std(values):
     return f"{m:.{d}f}" + (f" ± {statistics.stdev(values):.{d}f}" if len(values) > 1 else "") + f" (n={len(values)})"
 
 
-def by_setting(rows, env, col):
+def by_setting(path, env, col="final"):
     """{exp: [value of each seed, in seed order]} on env."""
-    out = defaultdict(list)
-    for r in sorted(rows, key=lambda r: int(r["seed"])):
+    res = defaultdict(list)
+    for r in sorted(_read(path), key=lambda r: int(r["seed"])):
         if r["env"] == env:
-            out[r["exp"]].append(float(r[col]))
-    return out
+            res[r["exp"]].append(float(r[col]))
+    if not res:
+        raise ValueError(f"no runs of {env} in {path}")
+    return res
 
 
-def setting_values(path, env, exp, col):
-    values = by_setting(read_scores(path), env, col).get(exp)
+def _values(path, env, exp, col):
+    values = by_setting(path, env, col).get(exp)
     if not values:
         raise ValueError(f"no runs of {exp} on {env} in {path}")
     return values
 
 
-def gen_scores(path, env, col="final"):
-    settings = by_setting(read_scores(path), env, col)
-    if not settings:
-        raise ValueError(f"no runs of {env} in {path}")
-    best_first = sorted(settings.items(), key=lambda kv: -statistics.mean(kv[1]))
-    return ", ".join(f"{exp} {mean_std(v)}" for exp, v in best_first)
+def best_first(path, env, col="final"):
+    """The settings that ran env, best mean first."""
+    return sorted(by_setting(path, env, col).items(), key=lambda kv: -statistics.mean(kv[1]))
 
 
-def gen_cell(path, env, exp, col="final"):
-    return mean_std(setting_values(path, env, exp, col))
+def scores(path, env, col="final"):
+    """"exp mean ± std (n=seeds), ..." best first."""
+    return ", ".join(f"{exp} {mean_std(v)}" for exp, v in best_first(path, env, col))
 
 
-def gen_seeds(path, env, exp, col="final"):
-    values = setting_values(path, env, exp, col)
+def cell(path, env, exp, col="final"):
+    return mean_std(_values(path, env, exp, col))
+
+
+def seeds(path, env, exp, col="final"):
+    """Each seed's value in seed order: "v1 / v2 / v3"."""
+    values = _values(path, env, exp, col)
     return " / ".join(f"{v:.{decimals(values)}f}" for v in values)
 
 
-def gen_order(path):
-    seeds = defaultdict(list)
-    for r in read_scores(path):
-        seeds[(r["env"], int(r["seed"]))].append((-float(r["final"]), r["exp"]))
+def order(path):
+    """One line per (env, seed): the settings ordered by final score, best first."""
+    runs = defaultdict(list)
+    for r in _read(path):
+        runs[(r["env"], int(r["seed"]))].append((-float(r["final"]), r["exp"]))
     return "\n".join(f"- `{env}`, seed {seed}: " + " > ".join(exp for _, exp in sorted(rows))
-                     for (env, seed), rows in sorted(seeds.items()))
+                     for (env, seed), rows in sorted(runs.items()))
 
 
 def _entropy(r):
@@ -100,37 +106,63 @@ def _entropy(r):
     return f"{float(r['entropy_first']):.3f} -> {float(r['entropy_last']):.3f}"
 
 
-def gen_entropy(path, env_regex=""):
-    rows = [r for r in read_scores(path) if re.search(env_regex, r["env"])]
+def entropy(path, env_regex=""):
+    """Table env x setting: "seed: first -> last" logged policy entropy of each run."""
+    rows = [r for r in _read(path) if re.search(env_regex, r["env"])]
     envs, exps = sorted({r["env"] for r in rows}), sorted({r["exp"] for r in rows})
-    cell = defaultdict(list)
+    runs = defaultdict(list)
     for r in sorted(rows, key=lambda r: int(r["seed"])):
-        cell[(r["env"], r["exp"])].append(f"{r['seed']}: {_entropy(r)}")
-    table = [f"| {env} | " + " | ".join(", ".join(cell[(env, e)]) or "-" for e in exps) + " |" for env in envs]
-    return "\n".join([f"| task | {' | '.join(exps)} |", "|-|" + "-|" * len(exps)] + table)
+        runs[(r["env"], r["exp"])].append(f"{r['seed']}: {_entropy(r)}")
+    return table(["task", *exps], [[env] + [", ".join(runs[(env, e)]) or "-" for e in exps] for env in envs])
 
 
-def gen_runs(path):
-    rows = sorted(read_scores(path), key=lambda r: (r["env"], r["exp"], int(r["seed"])))
-    header = ["| task | setting | seed | final score | MMER | policy entropy, first -> last logged | env steps |",
-              "|-|-|-|-|-|-|-|"]
-    return "\n".join(header + [f"| {r['env']} | {r['exp']} | {r['seed']} | {float(r['final']):.3f} | "
-                               f"{float(r['mmer']):.3f} | {_entropy(r)} | {r['last_step']} |" for r in rows])
+def runs(path):
+    """Table, one row per run: setting, seed, final, MMER, entropy first -> last, env steps."""
+    rows = sorted(_read(path), key=lambda r: (r["env"], r["exp"], int(r["seed"])))
+    return table(["task", "setting", "seed", "final score", "MMER", "policy entropy, first -> last logged",
+                  "env steps"], [[r["env"], r["exp"], r["seed"], f"{float(r['final']):.3f}", f"{float(r['mmer']):.3f}",
+                                  _entropy(r), r["last_step"]] for r in rows])
 
 
-def gen_iqm(path, exp, score="final"):
-    with open(path) as f:
-        agg = json.load(f)["aggregate"].get(score, {})
+def seed_table(env, exps, sources):
+    """Table, one row per setting: each source's seeds in seed order and their mean ± std; sources: [(label, CSV)]."""
+    header = ["setting"] + [h for label, _ in sources for h in (f"{label}: seeds 1 / 2 / 3", f"{label}: mean ± std")]
+    return table(header, [[e] + [x for _, p in sources for x in (seeds(p, env, e), cell(p, env, e))] for e in exps])
+
+
+def md_columns(path, columns):
+    """The first markdown table in path, cut to its first column and the given columns."""
+    lines = [line.strip() for line in _read(path).splitlines()]
+    start = next((i for i, line in enumerate(lines) if line.startswith("|") and i + 1 < len(lines)
+                  and lines[i + 1].startswith("|-")), None)
+    if start is None:
+        raise ValueError(f"no markdown table in {path}")
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        if not line.startswith("|-"):
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+    missing = [c for c in columns if c not in rows[0]]
+    if missing:
+        raise ValueError(f"no column {missing[0]!r} in the first table of {path}")
+    keep = [0] + [rows[0].index(c) for c in columns]
+    return table([rows[0][k] for k in keep], [[r[k] for k in keep] for r in rows[1:]])
+
+
+def iqm(path, exp, score="final"):
+    """Aggregate IQM over tasks x seeds from plot.py's aggregate.json: "0.815 [0.669, 0.943]"."""
+    agg = json.loads(_read(path))["aggregate"].get(score, {})
     if exp not in agg:
         raise ValueError(f"no {score!r} aggregate of {exp} in {path}")
     point, lo, hi = agg[exp]["IQM"]
     return f"{point:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def gen_mdcell(path, row, column):
+def mdcell(path, row, column):
+    """The cell under header column in the first markdown-table row whose first cell is row."""
     header = None
-    with open(path) as f:
-        lines = [line.strip() for line in f]
+    lines = [line.strip() for line in _read(path).splitlines()]
     for i, line in enumerate(lines):
         cells = [c.strip() for c in line.strip("|").split("|")] if line.startswith("|") else None
         if cells is None:
@@ -142,49 +174,25 @@ def gen_mdcell(path, row, column):
     raise ValueError(f"no table row {row!r} with a column {column!r} in {path}")
 
 
-def gen_logkey(path, key):
-    with open(path) as f:
-        final = [line for line in f if line.startswith("final:")]
+def logkey(path, key):
+    """The value of KEY=value on the log's last line that starts with "final:"."""
+    final = [line for line in _read(path).splitlines() if line.startswith("final:")]
     values = dict(w.split("=", 1) for w in (final[-1].split() if final else []) if "=" in w)
     if key not in values:
         raise ValueError(f"no '{key}=' on a 'final:' line of {path}")
     return values[key]
 
 
-def gen_trace(path, isi, arch, T, params, col="msre"):
-    rows = [r for r in read_scores(path) if (r["isi"], r["arch"], r["tbptt_len"] or "-", r["params"]) ==
-            (isi, arch, T, params)]
+def trace(path, isi, arch, T, params, col="msre"):
+    """Trace conditioning (trace_records.csv): the mean over seeds of col for arch on isi with truncation length T
+    (None for the RTRL learners) and params recurrent parameters; 3 significant digits, or a whole number with
+    thousands separators if >= 1000."""
+    key = (str(isi), arch, "-" if T is None else str(T), str(params))
+    rows = [r for r in _read(path) if (r["isi"], r["arch"], r["tbptt_len"] or "-", r["params"]) == key]
     if not rows:
         raise ValueError(f"no trace records of {arch} on ISI {isi} with T={T} and {params} params in {path}")
     m = statistics.mean(float(r[col]) for r in rows)
     return f"{m:,.0f}" if abs(m) >= 1000 else f"{m:.3g}"
-
-
-# name: (function, whether its output is a block of lines: a list or a table)
-DIRECTIVES = {"scores": (gen_scores, False), "cell": (gen_cell, False), "seeds": (gen_seeds, False),
-              "order": (gen_order, True), "entropy": (gen_entropy, True), "runs": (gen_runs, True),
-              "iqm": (gen_iqm, False), "mdcell": (gen_mdcell, False), "logkey": (gen_logkey, False),
-              "trace": (gen_trace, False)}
-
-
-def fill(text, folder):
-    """text with every generated part regenerated (paths relative to folder)."""
-    if text.count("<!--gen ") != len(GEN.findall(text)):
-        raise ValueError("a '<!--gen ...-->' has no matching '<!--/gen-->'")
-
-    def one(m):
-        name, *args = shlex.split(m.group(1))
-        if name not in DIRECTIVES:
-            raise ValueError(f"unknown directive {name!r} (known: {', '.join(DIRECTIVES)})")
-        func, block = DIRECTIVES[name]
-        args[0] = os.path.join(folder, args[0])
-        try:
-            out = func(*args)
-        except TypeError:
-            raise ValueError(f"wrong arguments for {name}: {m.group(1)!r} (see scripts/results_md.py)") from None
-        return f"<!--gen {m.group(1)}-->" + (f"\n{out}\n" if block else out) + "<!--/gen-->"
-
-    return GEN.sub(one, text)
 
 
 def readmes(root):
@@ -195,26 +203,16 @@ def readmes(root):
 
 
 def main(argv=None):
+    from cogapp import Cog
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("root", nargs="?", default=os.path.join(ROOT, "results"), help="folder searched for README.md")
     p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a generated part is out of date")
     args = p.parse_args(argv)
-    stale = []
-    for path in readmes(args.root):
-        with open(path) as f:
-            text = f.read()
-        try:
-            new = fill(text, os.path.dirname(path))
-        except (ValueError, OSError, KeyError) as e:
-            sys.exit(f"error: {path}: {e}")
-        if new != text:
-            stale.append(path)
-            if not args.check:
-                with open(path, "w") as f:
-                    f.write(new)
-    verb = "out of date" if args.check else "rewritten"
-    print("\n".join(f"{verb}: {os.path.relpath(s)}" for s in stale) or "all generated parts are up to date")
-    return 1 if args.check and stale else 0
+    files = [f for f in readmes(args.root) if "[[[cog" in open(f).read()]
+    cog_args = ["cog", "--check" if args.check else "-r", "-I", os.path.dirname(os.path.abspath(__file__)),
+                "-p", "from results_md import *; at(cog.inFile); out = cog.outl", *files]
+    return 1 if files and Cog().main(cog_args) else 0
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 #                  script's single default budget)
 #   SUMMARIES=DIR  per-run JSON summaries, named by run ID (default RUNS_DIR/summaries/trace_conditioning)
 # Example: scripts/trace_conditioning.sh -j 2
-#          python scripts/plot.py --trace runs/summaries/trace_conditioning --out results/trace_conditioning
+#          python scripts/trace_conditioning_report.py runs/summaries/trace_conditioning --out results/trace_conditioning
 source "$(dirname "${BASH_SOURCE[0]}")/sweep_lib.sh"
 sweep_init trace_conditioning "1 2 3 4 5" 100000 "$@"
 SUMMARIES=${SUMMARIES:-$RUNS_DIR/summaries/trace_conditioning}

@@ -298,18 +298,18 @@ def test_report_script_selects_and_tabulates(tmp_path):
         summary(rep, "rnn_uoro", None, "1e-3", seed, 0.1 + seed / 100)
         summary(rep, "gru_tbptt", 4, "3e-3", seed, 0.2)
     (out / "README.md").write_text("x\n<!-- approx-rtrl tables: written by scripts/approx_rtrl_report.py report; do "
-                                   "not edit by hand -->\nold\n<!-- /approx-rtrl tables -->\ny "
-                                   "<!--gen trace records.csv 10 rnn_uoro - 1700-->?<!--/gen-->\n")
+                                   "not edit by hand -->\nold\n<!-- /approx-rtrl tables -->\ny\n")
     p = run("report", str(rep), "--out", str(out), "--selected", str(out / "selected_lr.csv"))
     assert p.returncode == 0, p.stderr
     text = (out / "README.md").read_text()
     assert "old" not in text and "| dense RNN, UORO | approximate RTRL, general cell | - | 1,700 |" in text
-    assert text.startswith("x\n") and text.rstrip().endswith("<!--/gen-->")
+    assert text.startswith("x\n") and text.endswith("<!-- /approx-rtrl tables -->\ny\n")
     for f in ("records.csv", "msre.md", "msre_vs_flops_isi10.png", "time_vs_flops_isi10.png"):
         assert (out / f).exists(), f
     sys.path.insert(0, os.path.join(root, "scripts"))
     import results_md
 
-    assert "0.12<!--/gen-->" in results_md.fill(text, str(out))  # mean of 0.11, 0.12, 0.13
+    results_md.at(str(out / "README.md"))  # records.csv has trace_records.csv's columns
+    assert results_md.trace("records.csv", 10, "rnn_uoro", None, 1700) == "0.12"  # mean of 0.11, 0.12, 0.13
     summary(rep, "gru_tbptt", 4, "1e-3", 4, 0.2)  # a run at a step size that was not selected
     assert run("report", str(rep), "--out", str(out), "--selected", str(out / "selected_lr.csv")).returncode != 0

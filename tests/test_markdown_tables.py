@@ -15,7 +15,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DELIMITER_ROW = re.compile(r"^\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
 FENCE = re.compile(r"^(`{3,}|~{3,})")
 # A line that starts another block ends a table, even without a blank line before it: a heading, quote, fence, list
-# item, thematic break or HTML block (an HTML comment such as results_md.py's closing <!--/gen-->, a block-level tag,
+# item, thematic break or HTML block (an HTML comment such as the end marker of a cog block, a block-level tag,
 # or a tag alone on its line). Any other non-blank line is one more row, pipes or not.
 HTML_BLOCK_TAGS = ("address|article|aside|blockquote|details|dialog|div|dl|figure|footer|form|h[1-6]|header|hr|li|"
                    "main|nav|ol|p|pre|script|section|style|summary|table|tbody|td|textarea|tfoot|th|thead|tr|ul")
@@ -111,7 +111,7 @@ def test_table_problems_header_mismatch_and_code_fences():
     fenced = "```\n| a | b |\n|-|-|\n| 1 | 2 | 3 |\n```\n"
     assert table_problems(fenced) == []  # not a table inside a code block
     assert table_problems("| a | b |\n|-|-|\n| 1 \\| 2 | 3 |\n## next\n| x |\n") == []
-    assert table_problems("| a | b |\n|-|-|\n| 1 | 2 |\n<!--/gen-->\n") == []  # an HTML comment ends the table
+    assert table_problems("| a | b |\n|-|-|\n| 1 | 2 |\n<!-- [[[end]]] -->\n") == []  # an HTML comment ends the table
     assert table_problems("| a | b |\n|-|-|\n| 1 | 2 |\nmore text\n")[0][0] == 4  # a row of 1 cell, not a paragraph
 
 

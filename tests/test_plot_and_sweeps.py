@@ -1,6 +1,7 @@
-"""scripts/plot.py (curves, IQM + stratified bootstrap, MMER, trace-conditioning tables, complete runs only) and the
-sweep scripts (dry runs, runs keyed by their full command, resuming and continuing runs, stopping, local execution,
-SLURM array files). Fast: no training is run; sweeps execute a fake python."""
+"""scripts/plot.py (curves, IQM + stratified bootstrap from rliable, MMER, complete runs only),
+scripts/trace_conditioning_report.py and the sweep scripts (dry runs, runs keyed by their full command, resuming and
+continuing runs, stopping, local execution, SLURM array files). Fast: no training is run; sweeps execute a fake
+python."""
 import csv
 import gzip
 import importlib.util
@@ -28,25 +29,27 @@ def plot():
 
 
 # ------------------------------------------------------------------------------------------------ statistics
-def test_iqm_hand_values(plot):
-    assert plot.iqm(np.arange(1, 9)) == pytest.approx(4.5)  # n=8: drop 2 each end -> mean(3,4,5,6)
-    assert plot.iqm([100, 1, 3, 2, 4]) == pytest.approx(3.0)  # n=5: drop 1 each end -> mean(2,3,4)
-    assert plot.iqm([[1, 2, 3, 4], [0, 0, 0, 8]], axis=1) == pytest.approx([2.5, 0.0])
+def test_rliable_iqm_hand_values(plot):
+    iqm = plot.STATS["IQM"]
+    assert iqm(np.arange(1, 9)) == pytest.approx(4.5)  # n=8: drop 2 each end -> mean(3,4,5,6)
+    assert iqm(np.array([100, 1, 3, 2, 4])) == pytest.approx(3.0)  # n=5: drop 1 each end -> mean(2,3,4)
 
 
 def test_stratified_bootstrap_resamples_within_tasks(plot):
+    mean, iqm = plot.STATS["mean"], plot.STATS["IQM"]
     # within each task all runs are equal: every stratified replicate is exactly the point estimate (a bootstrap over
     # the pooled runs would mix the tasks and give a wide interval)
-    p, lo, hi = plot.stratified_bootstrap([[0.0, 0.0], [1.0, 1.0]], plot.mean, reps=500)
+    p, lo, hi = plot.stratified_bootstrap([[0.0, 0.0], [1.0, 1.0]], mean, reps=500)
     assert (p, lo, hi) == (0.5, 0.5, 0.5)
     # one task, runs {0, 1}: replicate means are 0, .5, 1 with probs 1/4, 1/2, 1/4 -> the 95% interval is [0, 1]
-    p, lo, hi = plot.stratified_bootstrap([[0.0, 1.0]], plot.mean, reps=4000)
+    p, lo, hi = plot.stratified_bootstrap([[0.0, 1.0]], mean, reps=4000)
     assert (p, lo, hi) == (0.5, 0.0, 1.0)
     rng = np.random.default_rng(1)
-    groups = [rng.normal(size=5), rng.normal(3, 2, size=4), rng.normal(-1, size=6)]
-    p, lo, hi = plot.stratified_bootstrap(groups, plot.iqm, reps=2000)
-    assert p == pytest.approx(plot.iqm(np.concatenate(groups)))
+    groups = [rng.normal(size=5), rng.normal(3, 2, size=4), rng.normal(-1, size=6)]  # tasks with different run counts
+    p, lo, hi = plot.stratified_bootstrap(groups, iqm, reps=2000)
+    assert p == pytest.approx(iqm(np.concatenate(groups)))
     assert lo < p < hi and hi - lo < 3
+    assert plot.stratified_bootstrap(groups, iqm, reps=300) == plot.stratified_bootstrap(groups, iqm, reps=300)
 
 
 def test_mmer_and_final_score_hand_values(plot):
@@ -315,7 +318,10 @@ def test_plot_duplicate_runs_are_an_error(plot, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ trace conditioning
-def test_plot_trace_conditioning(plot, tmp_path):
+def test_trace_conditioning_report(tmp_path):
+    spec = importlib.util.spec_from_file_location("trace_report", os.path.join(SCRIPTS, "trace_conditioning_report.py"))
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
     summ = tmp_path / "summaries"
     summ.mkdir()
     recs = []
@@ -334,7 +340,7 @@ def test_plot_trace_conditioning(plot, tmp_path):
         "FINAL_MSRE arch=rtu_nonlinear isi=10 seed=4 msre=0.04 msre_last_bin=0.01 params=1664 "
         "flops_per_step=50000 sec_per_step=0.002 tbptt_len=None steps=1000\n")
     out = tmp_path / "out"
-    plot.main(["--trace", str(summ), "--out", str(out), "--reps", "500"])
+    report.main([str(summ), "--out", str(out), "--reps", "500"])
     for f in ("msre.md", "trace_records.csv", "msre_vs_compute_isi10.png", "msre_vs_params_isi10.png",
               "msre_vs_T_isi10.png", "time_vs_T_isi10.png"):
         assert (out / f).stat().st_size > 0, f
@@ -344,10 +350,10 @@ def test_plot_trace_conditioning(plot, tmp_path):
     # runs of another length are not averaged in: a clear error instead
     (summ / "longer.json").write_text(json.dumps(dict(recs[0], seed=9, steps=2000)))
     with pytest.raises(SystemExit, match="different run lengths"):
-        plot.main(["--trace", str(summ), "--out", str(tmp_path / "mixed")])
+        report.main([str(summ), "--out", str(tmp_path / "mixed")])
     (summ / "longer.json").write_text(json.dumps(dict(recs[0], seed=9, learning_rate=0.1)))
     with pytest.raises(SystemExit, match="differ in learning_rate"):
-        plot.main(["--trace", str(summ), "--out", str(tmp_path / "mixed")])
+        report.main([str(summ), "--out", str(tmp_path / "mixed")])
 
 
 # ------------------------------------------------------------------------------------------------ sweeps

@@ -1,4 +1,4 @@
-"""scripts/results_md.py: the numbers in the results READMEs are generated from the committed scores, and stay so."""
+"""scripts/results_md.py: the numbers in the results READMEs are generated (cog) from the committed data, and stay so."""
 import glob
 import importlib.util
 import os
@@ -47,60 +47,62 @@ def folder(tmp_path):
     return tmp_path
 
 
-def test_each_directive_hand_values(results_md, folder):
-    def gen(directive):
-        return results_md.fill(f"x <!--gen {directive}-->stale<!--/gen--> y", str(folder)).split("-->", 1)[1] \
-            .rsplit("<!--", 1)[0]
-
+def test_each_function_hand_values(results_md, folder):
+    results_md.at(str(folder / "README.md"))  # paths relative to the README's folder
     # archX on EnvA: 150, 250 -> mean 200.0, sample std 70.7; best first; 1 decimal from |mean| >= 100
-    assert gen("scores scores.csv EnvA") == "archY 300.0 (n=1), archX 200.0 ± 70.7 (n=2)"
-    assert gen("scores scores.csv EnvB") == "archX 0.500 (n=1), archY 0.250 (n=1)"
-    assert gen("scores scores.csv EnvB mmer") == "archY 0.900 (n=1), archX 0.700 (n=1)"
-    assert gen("cell scores.csv EnvA archX mmer") == "210.0 ± 70.7 (n=2)"
-    assert gen("seeds scores.csv EnvA archX") == "150.0 / 250.0"
-    assert gen("order scores.csv") == ("\n- `EnvA`, seed 1: archY > archX\n- `EnvA`, seed 2: archX\n"
-                                       "- `EnvB`, seed 1: archX > archY\n")
-    assert gen("entropy scores.csv") == ("\n| task | archX | archY |\n|-|-|-|\n"
-                                         "| EnvA | 1: 0.690 -> 0.100, 2: 0.690 -> 0.200 | 1: 0.690 -> 0.600 |\n"
-                                         "| EnvB | 1: 1.100 -> 1.000 | 1: 1.100 -> 0.400 |\n")
-    assert gen("entropy scores.csv ^EnvB") == "\n| task | archX | archY |\n|-|-|-|\n| EnvB | 1: 1.100 -> 1.000 | 1: 1.100 -> 0.400 |\n"
-    assert gen("runs scores.csv").splitlines()[4] == "| EnvA | archX | 2 | 250.000 | 260.000 | 0.690 -> 0.200 | 1000 |"
-    assert gen('mdcell base.md EnvA "final score"') == "-0.5"  # the first table with that row
-    assert gen("iqm aggregate.json archX") == "0.815 [0.669, 0.943]"
-    assert gen("logkey log.txt best") == "22.50%"
-    assert gen("trace trace_records.csv 10 gru_tbptt 4 1728") == "0.04"  # mean(.03, .05): not T=16, ISI 20
-    assert gen("trace trace_records.csv 10 gru_tbptt 16 1728 flops_per_step") == "199,113"
-    assert gen("trace trace_records.csv 10 rtu_linear - 1664") == "0.0421"  # RTRL: no T; not the 832-param size
+    assert results_md.scores("scores.csv", "EnvA") == "archY 300.0 (n=1), archX 200.0 ± 70.7 (n=2)"
+    assert results_md.scores("scores.csv", "EnvB") == "archX 0.500 (n=1), archY 0.250 (n=1)"
+    assert results_md.scores("scores.csv", "EnvB", "mmer") == "archY 0.900 (n=1), archX 0.700 (n=1)"
+    assert results_md.cell("scores.csv", "EnvA", "archX", "mmer") == "210.0 ± 70.7 (n=2)"
+    assert results_md.seeds("scores.csv", "EnvA", "archX") == "150.0 / 250.0"
+    assert results_md.order("scores.csv") == ("- `EnvA`, seed 1: archY > archX\n- `EnvA`, seed 2: archX\n"
+                                              "- `EnvB`, seed 1: archX > archY")
+    assert results_md.entropy("scores.csv") == ("| task | archX | archY |\n|-|-|-|\n"
+                                                "| EnvA | 1: 0.690 -> 0.100, 2: 0.690 -> 0.200 | 1: 0.690 -> 0.600 |\n"
+                                                "| EnvB | 1: 1.100 -> 1.000 | 1: 1.100 -> 0.400 |")
+    assert results_md.entropy("scores.csv", "^EnvB").endswith("|-|-|-|\n| EnvB | 1: 1.100 -> 1.000 | 1: 1.100 -> 0.400 |")
+    assert results_md.runs("scores.csv").splitlines()[3] == \
+        "| EnvA | archX | 2 | 250.000 | 260.000 | 0.690 -> 0.200 | 1000 |"
+    assert results_md.seed_table("EnvA", ["archX"], [("a", "scores.csv")]).splitlines()[2] == \
+        "| archX | 150.0 / 250.0 | 200.0 ± 70.7 (n=2) |"
+    assert results_md.mdcell("base.md", "EnvA", "final score") == "-0.5"  # the first table with that row
+    assert results_md.md_columns("base.md", ["final score"]) == "| env | final score |\n|-|-|\n| EnvA | -0.5 |"
+    assert results_md.iqm("aggregate.json", "archX") == "0.815 [0.669, 0.943]"
+    assert results_md.logkey("log.txt", "best") == "22.50%"
+    assert results_md.trace("trace_records.csv", 10, "gru_tbptt", 4, 1728) == "0.04"  # mean(.03, .05): not T=16, ISI 20
+    assert results_md.trace("trace_records.csv", 10, "gru_tbptt", 16, 1728, "flops_per_step") == "199,113"
+    assert results_md.trace("trace_records.csv", 10, "rtu_linear", None, 1664) == "0.0421"  # RTRL: no T; not 832 params
+    assert results_md.table(["a", "b"], [["x|y", 1]]) == "| a | b |\n|-|-|\n| x\\|y | 1 |"  # | escaped in cells
+
+
+BLOCK = """- `EnvA`:
+<!-- [[[cog out(scores("scores.csv", "EnvA"))]]] -->
+old
+<!-- [[[end]]] -->
+"""
 
 
 def test_check_finds_a_hand_edited_number(results_md, folder):
     readme = folder / "README.md"
-    readme.write_text("- `EnvA`: <!--gen scores scores.csv EnvA-->old<!--/gen-->.\n")
+    readme.write_text(BLOCK)
     assert results_md.main([str(folder), "--check"]) == 1 and "old" in readme.read_text()  # --check changes nothing
     assert results_md.main([str(folder)]) == 0
-    assert readme.read_text() == "- `EnvA`: <!--gen scores scores.csv EnvA-->archY 300.0 (n=1), archX 200.0 ± 70.7 " \
-                                 "(n=2)<!--/gen-->.\n"
+    assert readme.read_text() == BLOCK.replace("old", "archY 300.0 (n=1), archX 200.0 ± 70.7 (n=2)")
     assert results_md.main([str(folder), "--check"]) == 0
     readme.write_text(readme.read_text().replace("300.0", "310.0"))  # a number typed over the generated one
     assert results_md.main([str(folder), "--check"]) == 1
 
 
-@pytest.mark.parametrize("text, match", [("<!--gen scores scores.csv EnvA-->", "no matching"),
-                                         ("<!--gen plot scores.csv--><!--/gen-->", "unknown directive"),
-                                         ("<!--gen scores scores.csv EnvC--><!--/gen-->", "no runs of EnvC"),
-                                         ("<!--gen cell scores.csv EnvA--><!--/gen-->", "wrong arguments"),
-                                         ("<!--gen logkey log.txt nokey--><!--/gen-->", "no 'nokey='"),
-                                         ("<!--gen iqm aggregate.json archX mmer--><!--/gen-->", "no 'mmer' aggregate"),
-                                         ("<!--gen trace trace_records.csv 10 gru_tbptt 8 1728--><!--/gen-->",
-                                          "no trace records of gru_tbptt on ISI 10 with T=8")])
-def test_bad_directives_are_errors(results_md, folder, text, match):
-    (folder / "README.md").write_text(text)
-    with pytest.raises(SystemExit, match=match):
-        results_md.main([str(folder)])
+@pytest.mark.parametrize("call", ['scores("scores.csv", "EnvC")', 'cell("scores.csv", "EnvA")', 'logkey("log.txt", "no")',
+                                  'iqm("aggregate.json", "archX", "mmer")', 'trace("trace_records.csv", 10, "gru_tbptt", 8, 1728)',
+                                  'md_columns("base.md", ["nothing"])'])
+def test_bad_calls_are_errors(results_md, folder, call, capsys):
+    (folder / "README.md").write_text(f"<!-- [[[cog out({call})]]] -->\n<!-- [[[end]]] -->\n")
+    assert results_md.main([str(folder)]) == 1
 
 
 def test_committed_results_readmes_are_up_to_date(results_md):
-    """Every number in a generated part of results/**/README.md is what the committed scores give."""
+    """Every number in a generated part of results/**/README.md is what the committed data give."""
     assert results_md.main(["--check"]) == 0
 
 
