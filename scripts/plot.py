@@ -95,6 +95,46 @@ def stratified_bootstrap(groups, stat, reps=2000, conf=0.95, seed=0):
     return float(point[0]), float(lo[0]), float(hi[0])
 
 
+def score_matrices(groups_by_arch):
+    """{arch: runs x tasks matrix}, rliable's layout, from {arch: [1-D run scores of each task]}: every task keeps its
+    first n runs, n = the fewest runs of any (task, arch), so that all matrices are rectangular."""
+    n = min(len(g) for groups in groups_by_arch.values() for g in groups)
+    return {a: np.stack([np.asarray(g[:n], dtype=float) for g in groups], axis=1) for a, groups in groups_by_arch.items()}
+
+
+def probability_of_improvement(mats, reps=2000, conf=0.95, seed=0):
+    """{(a, b): (P(a > b), lo, hi)} for every ordered pair: rliable's probability that a run of a scores higher than a
+    run of b on the same task (Mann-Whitney U / (n m) per task, averaged over tasks), stratified-bootstrap CI."""
+    library, metrics = _rliable()
+    pairs = {(a, b): (mats[a], mats[b]) for a in mats for b in mats if a != b}
+    keys = {f"{a},{b}": (a, b) for a, b in pairs}
+    np.random.seed(seed)
+    point, ci = library.get_interval_estimates({k: pairs[ab] for k, ab in keys.items()},
+                                               metrics.probability_of_improvement, reps=reps,
+                                               confidence_interval_size=conf)
+    return {ab: (float(np.squeeze(point[k])), *(float(np.squeeze(c)) for c in ci[k])) for k, ab in keys.items()}
+
+
+def plot_profiles(mats, colors, path, title, reps=2000, seed=0):
+    """rliable's performance profiles (fraction of runs scoring above tau, with 95% stratified-bootstrap bands)."""
+    library, _ = _rliable()
+    taus = np.linspace(min(m.min() for m in mats.values()), max(m.max() for m in mats.values()), 81)
+    np.random.seed(seed)
+    profiles, cis = library.create_performance_profile(mats, taus, reps=reps)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for a in mats:
+        ax.plot(taus, profiles[a], color=colors[a], label=a)
+        ax.fill_between(taus, cis[a][0], cis[a][1], color=colors[a], alpha=0.2)
+    ax.set_xlabel("normalised score tau")
+    ax.set_ylabel("fraction of runs with score > tau")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def bootstrap_mean_ci(y, reps=1000, conf=0.95, seed=0):
     """Mean over axis 0 (seeds) of y (seeds x points, NaN = missing) and its bootstrap CI over seeds (rliable, one
     task: each point's seeds resampled)."""
@@ -533,6 +573,23 @@ def rl_report(args):
             md.append(f"| {a} | {fmt(e['IQM'][0])} [{fmt(e['IQM'][1])}, {fmt(e['IQM'][2])}] | "
                       f"{fmt(e['mean'][0])} [{fmt(e['mean'][1])}, {fmt(e['mean'][2])}] | {e['tasks']} | {e['runs']} |")
         md.append("")
+        if args.compare and len(agg) > 1:
+            norm = normalize_per_task(raw, args.normalize)
+            mats = score_matrices({a: [norm[t][a] for t in pooled] for a in agg})
+            poi = probability_of_improvement(mats, reps=args.reps, seed=args.seed)
+            summary.setdefault("probability_of_improvement", {})[sname] = {f"{a} > {b}": list(v) for (a, b), v in poi.items()}
+            md += [f"## Probability of improvement: {label[sname]}", "",
+                   f"P(row > column): the probability that a run of the row's architecture scores higher than a run of "
+                   f"the column's on the same task, averaged over the {len(pooled)} pooled task(s), with 95% "
+                   f"stratified-bootstrap CIs (rliable); {mats[agg_archs[0]].shape[0]} run(s) per task and "
+                   "architecture (the fewest any of them has).", "",
+                   "| P(row > column) | " + " | ".join(agg) + " |", "|-|" + "-|" * len(agg)]
+            for a in agg:
+                md.append(f"| {a} | " + " | ".join("-" if a == b else f"{fmt(poi[a, b][0])} [{fmt(poi[a, b][1])}, "
+                                                   f"{fmt(poi[a, b][2])}]" for b in agg) + " |")
+            md.append("")
+            plot_profiles(mats, colors, os.path.join(args.out, f"profiles_{sname}.png"),
+                          f"performance profiles: {short[sname]}, {len(pooled)} tasks", args.reps, args.seed)
         agg_png = os.path.join(args.out, f"aggregate_{sname}.png")
         if not agg:  # no task that all aggregated architectures ran: no figure (and none left from an earlier call)
             if os.path.exists(agg_png):
@@ -582,6 +639,8 @@ def parse_args(argv=None):
     p.add_argument("--mmer-min-episodes", type=int, default=10, help="MMER: merge batches until they hold this many")
     p.add_argument("--mmer-window", type=int, default=100, help="MMER without --batch-tag: episodes per batch")
     p.add_argument("--reps", type=int, default=2000, help="bootstrap replicates")
+    p.add_argument("--compare", action="store_true", help="also the probability of improvement between every two "
+                   "aggregated architectures and their performance profiles (rliable; profiles_*.png)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     p.add_argument("--entropy-tag", default="losses/entropy", help="scalar whose first and last logged values go "
                    "into scores.csv (entropy_first, entropy_last: did the policy stay uniform or collapse?)")

@@ -614,3 +614,15 @@ def test_sweep_flags_exist_in_scripts(tmp_path):
                 assert field in fields, f"{name}: algos/{script}.py has no --{flag}"
                 checked.add((script, flag))
     assert len({s for s, _ in checked}) == 8  # all eight scripts are driven by some sweep
+
+
+def test_plot_compare_probability_of_improvement(plot, tmp_path, rl_report):
+    """--compare: rliable's probability of improvement and performance profiles. On the fixture every archY run beats
+    every archX run on both tasks, so P(archY > archX) = 1 and P(archX > archY) = 0 in every bootstrap sample."""
+    out = tmp_path / "cmp"
+    plot.main(["--runs", str(rl_report.parent / "runs"), "--out", str(out), "--reps", "50", "--compare"])
+    poi = json.loads((out / "aggregate.json").read_text())["probability_of_improvement"]["final"]
+    assert poi["archY > archX"] == pytest.approx([1.0, 1.0, 1.0])
+    assert poi["archX > archY"] == pytest.approx([0.0, 0.0, 0.0])
+    assert "## Probability of improvement" in (out / "summary.md").read_text()
+    assert (out / "profiles_final.png").stat().st_size > 0
