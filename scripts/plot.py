@@ -561,7 +561,8 @@ def rl_report(args):
 
         raw = {t: {a: np.array([r[sname] for r in runs if r["env"] == t and r["exp"] == a]) for a in archs} for t in tasks}
         raw = {t: {a: v for a, v in d.items() if len(v)} for t, d in raw.items()}
-        agg = aggregate(normalize_per_task(raw, args.normalize), agg_archs, pooled, args)
+        norm = normalize_per_task(raw, args.normalize)
+        agg = aggregate(norm, agg_archs, pooled, args)
         summary["aggregate"][sname] = {a: {"IQM": list(e["IQM"]), "mean": list(e["mean"]), "tasks": e["tasks"],
                                            "runs": e["runs"]} for a, e in agg.items()}
         md += [f"## Aggregate over tasks x seeds: {label[sname]}", "",
@@ -574,7 +575,6 @@ def rl_report(args):
                       f"{fmt(e['mean'][0])} [{fmt(e['mean'][1])}, {fmt(e['mean'][2])}] | {e['tasks']} | {e['runs']} |")
         md.append("")
         if args.compare and len(agg) > 1:
-            norm = normalize_per_task(raw, args.normalize)
             mats = score_matrices({a: [norm[t][a] for t in pooled] for a in agg})
             poi = probability_of_improvement(mats, reps=args.reps, seed=args.seed)
             summary.setdefault("probability_of_improvement", {})[sname] = {f"{a} > {b}": list(v) for (a, b), v in poi.items()}
