@@ -18,7 +18,6 @@ per-run JSON summaries written by td_animal_learning.py.
 import argparse
 import csv
 import glob
-import json
 import os
 import re
 import sys
@@ -28,6 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from plot import bootstrap_mean_ci  # noqa: E402
+from trace_conditioning_report import load_trace_records  # noqa: E402
 
 import matplotlib  # noqa: E402
 
@@ -62,20 +62,10 @@ def budget_of(summary):
 
 
 def load(paths):
-    files = []
-    for p in paths:
-        if os.path.isdir(p):
-            files += sorted(glob.glob(os.path.join(p, "**", "*.json"), recursive=True))
-        elif os.path.exists(p):
-            files.append(p)
-        else:
-            sys.exit(f"error: {p} does not exist")
+    """The runs' JSON summaries (scripts/trace_conditioning_report.py's loader: one record per run, the step sizes of
+    one learner kept apart), with T, budget and family added; all must have the same length."""
     recs = []
-    for f in files:
-        with open(f) as fh:
-            r = json.load(fh)
-        if "msre" not in r or "arch" not in r:
-            continue
+    for r in load_trace_records(paths, exts=("json",)):
         r["T"] = "-" if r.get("tbptt_len") is None else str(r["tbptt_len"])
         r["budget"] = budget_of(r)
         r["family"] = FAMILY.get(r["arch"], "other")

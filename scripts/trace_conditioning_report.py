@@ -47,12 +47,21 @@ def _typed(rec):
     return out
 
 
-def load_trace_records(paths):
-    """Records of td_animal_learning.py runs from JSON / CSV summaries or logs with FINAL_MSRE lines."""
+RECORD_EXTS = ("json", "csv", "log", "txt")
+DEDUP_FIELDS = ("arch", "isi", "seed", "tbptt_len", "params", "steps")
+
+
+def load_trace_records(paths, exts=RECORD_EXTS):
+    """Records of td_animal_learning.py runs from JSON / CSV summaries or logs with FINAL_MSRE lines (the files with
+    one of `exts` under each directory in paths, and the files named in paths).
+
+    One run read twice (its summary and its log, or two copies) is kept once: records are the same run if they agree
+    on DEDUP_FIELDS and on the step size (learning_rate). A FINAL_MSRE line does not give the step size: a record
+    without one is a copy of any record kept before it with the same DEDUP_FIELDS (summaries are read first)."""
     files = []
     for p in paths:
         if os.path.isdir(p):
-            for ext in ("json", "csv", "log", "txt"):
+            for ext in exts:
                 files += sorted(glob.glob(os.path.join(p, "**", f"*.{ext}"), recursive=True))
         elif os.path.exists(p):
             files.append(p)
@@ -73,16 +82,19 @@ def load_trace_records(paths):
                     if line.startswith("FINAL_MSRE"):
                         recs.append(dict(re.findall(r"(\w+)=(\S+)", line), _src=fpath))
     recs = [_typed(r) for r in recs if "msre" in r and "arch" in r]
-    seen, out, dup = set(), [], 0
+    seen, seen_runs, out, dup = set(), set(), [], 0
     for r in sorted(recs, key=lambda r: not r["_src"].endswith((".json", ".csv"))):  # summaries before logs
-        key = tuple(r.get(k) for k in ("arch", "isi", "seed", "tbptt_len", "params", "steps"))
-        if key in seen:
+        run = tuple(r.get(k) for k in DEDUP_FIELDS)
+        lr = r.get("learning_rate")
+        if (run in seen_runs) if lr is None else ((run, lr) in seen):
             dup += 1
             continue
-        seen.add(key)
+        seen.add((run, lr))
+        seen_runs.add(run)
         out.append(r)
     if dup:
-        print(f"note: {dup} duplicate trace records ignored (same arch, isi, seed, T, params, steps)", file=sys.stderr)
+        print(f"note: {dup} duplicate trace records ignored (same arch, isi, seed, T, params, steps and step size)",
+              file=sys.stderr)
     return out
 
 

@@ -313,3 +313,29 @@ def test_report_script_selects_and_tabulates(tmp_path):
     assert results_md.trace("records.csv", 10, "rnn_uoro", None, 1700) == "0.12"  # mean of 0.11, 0.12, 0.13
     summary(rep, "gru_tbptt", 4, "1e-3", 4, 0.2)  # a run at a step size that was not selected
     assert run("report", str(rep), "--out", str(out), "--selected", str(out / "selected_lr.csv")).returncode != 0
+
+
+def test_report_script_loads_each_run_once_and_keeps_step_sizes_apart(tmp_path):
+    """approx_rtrl_report.py's loader (the trace-conditioning one): two step sizes of one learner and seed are two
+    records, while a second copy of a run's summary is the same record, not a second seed."""
+    import importlib.util
+    import json
+    import os
+    import shutil
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("approx_rtrl_report",
+                                                  os.path.join(root, "scripts", "approx_rtrl_report.py"))
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    for lr, msre in (("1e-3", 0.1), ("3e-3", 0.2)):  # identical but for the step size
+        s = dict(arch="rnn_uoro", isi=10, seed=101, steps=1000, msre=msre, msre_last_bin=msre, params=1700,
+                 tbptt_len=None, flops_per_step=40000, sec_per_step=1e-3, learning_rate=float(lr), gamma=0.9,
+                 td_lambda=0.9, num_distractors=10, hidden_size=18,
+                 run_name=f"TraceConditioning-ISI10__td_rnn_uoro_lr{lr}__rnn_uoro__101__1")
+        (tmp_path / f"td_rnn_uoro_lr{lr}__101.json").write_text(json.dumps(s))
+    (tmp_path / "copy").mkdir()
+    shutil.copy(tmp_path / "td_rnn_uoro_lr1e-3__101.json", tmp_path / "copy")
+    recs = report.load([str(tmp_path)])
+    assert sorted((r["learning_rate"], r["msre"]) for r in recs) == [(1e-3, 0.1), (3e-3, 0.2)]
+    assert {r["budget"] for r in recs} == {"-"} and {r["T"] for r in recs} == {"-"}
