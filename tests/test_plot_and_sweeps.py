@@ -364,7 +364,7 @@ SWEEP_COUNTS = {  # default grids
     "reacher_pomdp": 1 * 5 * 3,
     "r2ac": (4 * 2 * 2 + 2) * 3,  # envs x {rtrl, tbptt} x {5, 50} + copy task {rtrl, bptt}, x 3 seeds
     "popgym_diagnostics": 8 * 2,  # settings x 2 seeds
-    "r2ac_diagnostics": 15 * 2,  # settings x 2 seeds
+    "r2ac_diagnostics": 19 * 2,  # settings x 2 seeds
 }
 KNOBS = ("SEEDS", "STEPS", "WORKERS", "RUNS_DIR", "FILTER", "PYTHON", "ENVS", "ARCHS", "BASES", "EXTRA_BASES", "ISIS",
          "TBPTT_LENS", "BUDGETS", "SUMMARIES", "METHODS", "SEGMENT_LENS", "COPY_METHODS", "COPY_LEN", "COPY_ARGS", "SETTINGS")
