@@ -41,7 +41,9 @@ SWEEP_THREADS=(OMP_NUM_THREADS=1 MKL_NUM_THREADS=1)
 # the flags that set a run's length (the only ones --resume lets grow)
 SWEEP_TOTAL_FLAGS=(--total-timesteps --total-steps --max-updates)
 
-# PPO settings shared by mujoco_pv.sh, popgym.sh and reacher_pomdp.sh: setting (= --exp-name) -> script and flags.
+# PPO settings shared by mujoco_pv.sh, popgym.sh, reacher_pomdp.sh and step_size.sh: setting (= --exp-name) -> script
+# and flags. With SELECTED=FILE (a CSV setting,learning_rate,... written by scripts/select_step_size.py), ppo_sweep
+# runs each setting at its selected step size.
 declare -A PPO_SETTINGS=(
   [ppo_rtu_rtrl_nonlinear]="ppo_rtu_rtrl --rtu-variant nonlinear"
   [ppo_rtu_rtrl_linear]="ppo_rtu_rtrl --rtu-variant linear"
@@ -237,12 +239,19 @@ _sweep_resolve() {
 
 # ppo_sweep "ENV ..." "SETTING ..."  -- every PPO setting (keys of PPO_SETTINGS) x env x seed, STEPS env steps each
 ppo_sweep() {
-  local envs=$1 settings=$2 seed env setting spec
+  local envs=$1 settings=$2 seed env setting spec lr
   for setting in $settings; do [[ -n ${PPO_SETTINGS[$setting]:-} ]] || _sweep_die "unknown PPO setting '$setting' (known: ${!PPO_SETTINGS[*]})"; done
+  declare -A lr_of=()
+  if [[ -n ${SELECTED:-} ]]; then  # the step size of each setting, chosen by scripts/select_step_size.py
+    [[ -f $SELECTED ]] || _sweep_die "no selected step sizes: $SELECTED"
+    while IFS=, read -r setting lr _; do [[ $setting == setting ]] || lr_of[$setting]=$lr; done <"$SELECTED"
+    for setting in $settings; do [[ -n ${lr_of[$setting]:-} ]] || _sweep_die "no step size for '$setting' in $SELECTED"; done
+  fi
   for seed in $SEEDS; do
     for env in $envs; do
       for setting in $settings; do
         spec=(${PPO_SETTINGS[$setting]})
+        [[ -z ${lr_of[$setting]:-} ]] || spec+=(--learning-rate "${lr_of[$setting]}")
         sweep_add "$env" "$setting" "$seed" "${spec[0]}" --env-id "$env" --seed "$seed" --total-timesteps "$STEPS" \
           --exp-name "$setting" "${spec[@]:1}"
       done
