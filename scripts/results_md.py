@@ -9,13 +9,15 @@ A generated part is a cog block hidden in HTML comments; its output is the lines
 
 Every block runs after `from results_md import *` (and out = cog.outl), with paths relative to the README's folder. The functions below
 read the committed outputs (CSV = a scores.csv written by scripts/plot.py); means, stds and values get 1 decimal when
-|mean| >= 100, else 3; std is the sample std over seeds (none when n = 1).
+|mean| >= 100, else 3; std is the sample std over seeds (none when n = 1). rl_run and copy_run read one run's
+exported scalars or curve with the script that reports that kind of run (ppo_report.py, copy_task_plot.py).
 
     python scripts/results_md.py            regenerate every README.md under results/
     python scripts/results_md.py --check    exit 1 if any is out of date (tests/test_results_md.py runs this)
 """
 import argparse
 import csv
+import importlib
 import json
 import os
 import re
@@ -193,6 +195,49 @@ def trace(path, isi, arch, T, params, col="msre"):
         raise ValueError(f"no trace records of {arch} on ISI {isi} with T={T} and {params} params in {path}")
     m = statistics.mean(float(r[col]) for r in rows)
     return f"{m:,.0f}" if abs(m) >= 1000 else f"{m:.3g}"
+
+
+def _script(name):
+    """scripts/<name>.py, imported: the script that computes a kind of run's numbers also gives them here."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    if here not in sys.path:
+        sys.path.insert(0, here)
+    return importlib.import_module(name)
+
+
+def _number(v):
+    return f"{v:.{decimals([v])}f}"
+
+
+def rl_run(path):
+    """An RL run's numbers as text, from its run directory or csv.gz export (scripts/ppo_report.py's summary): seed,
+    steps (env steps), episodes, first (mean return of the first iteration's episodes), final (final score: mean
+    return of the last 10% of the episodes), mmer, entropy ("first -> last" logged policy entropy, or "-")."""
+    s = _script("ppo_report").summary(os.path.join(BASE, path))
+    entropy = "-" if s["entropy"] is None else f"{s['entropy'][0]:.3f} -> {s['entropy'][1]:.3f}"
+    return dict(seed=str(s["seed"]), steps=str(s["steps"]), episodes=str(s["episodes"]), first=_number(s["first"]),
+                final=_number(s["final"]), mmer=_number(s["mmer"]), entropy=entropy)
+
+
+def copy_run(path):
+    """A copy-task run's numbers as text, from the curve.csv in its run folder (scripts/copy_task_plot.py's summary):
+    seed, sequences, updates, wall_time ("950 s"), best (best validation sequence accuracy, "11.50%"), seq_acc and
+    token_acc (the last evaluation's validation sequence and bit accuracy)."""
+    s = _script("copy_task_plot").summary(os.path.join(BASE, path))
+    parsed = _script("plot").parse_run_name(os.path.basename(os.path.normpath(path)))
+    return dict(seed=str(parsed[2]) if parsed else "-", sequences=str(s["sequences"]), updates=str(s["updates"]),
+                wall_time=f"{s['wall_time']:.0f} s", best=f"{s['best_val_seq_acc']:.2f}%",
+                seq_acc=f"{s['val_seq_acc']:.2f}%", token_acc=f"{s['val_token_acc']:.2f}%")
+
+
+def lastword(path, name):
+    """The word after `name` on the last line of the file that has `name` followed by a word:
+    lastword("out.txt", "accuracy") on a last line "... accuracy 0.263 entropy 1.382" is "0.263"."""
+    pattern = re.compile(re.escape(name) + r"\s+(\S+)")
+    found = [m.group(1) for line in _read(path).splitlines() for m in [pattern.search(line)] if m]
+    if not found:
+        raise ValueError(f"no '{name}' followed by a value in {path}")
+    return found[-1]
 
 
 def readmes(root):

@@ -75,6 +75,57 @@ def test_each_function_hand_values(results_md, folder):
     assert results_md.table(["a", "b"], [["x|y", 1]]) == "| a | b |\n|-|-|\n| x\\|y | 1 |"  # | escaped in cells
 
 
+def sanity_run(folder):
+    """A made-up exported RL run: iterations end at steps 100, 200, 300; episodes end at 50 | 150, 160 | 250, 300."""
+    export = folder / "EnvA__archX__2__7.csv.gz"
+    load_script("plot").export_run(export, {
+        "charts/SPS": (np.array([100, 200, 300]), np.array([10.0, 10.0, 10.0])),
+        "charts/episodic_return": (np.array([50, 150, 160, 250, 300]), np.array([1.0, 2.0, 4.0, 8.0, 16.0])),
+        "losses/entropy": (np.array([100, 300]), np.array([1.0, 0.5]))})
+    return export
+
+
+def test_run_numbers_hand_values(results_md, folder):
+    """rl_run (scripts/ppo_report.py's summary), copy_run (scripts/copy_task_plot.py's) and lastword on made-up runs."""
+    results_md.at(str(folder / "README.md"))
+    sanity_run(folder)
+    # first iteration: episode 1; final score: the last ceil(10% of 5) = 1 episode; MMER: max(1, (2+4)/2, (8+16)/2)
+    assert results_md.rl_run("EnvA__archX__2__7.csv.gz") == dict(
+        seed="2", steps="300", episodes="5", first="1.000", final="16.000", mmer="12.000", entropy="1.000 -> 0.500")
+    run = folder / "copy50__copy_task_elstm__rtrl__3__9"
+    run.mkdir()
+    (run / "curve.csv").write_text("sequences,updates,tokens,wall_time,train_loss,val_loss,val_token_acc,val_seq_acc\n"
+                                   "0,0,0,0.5,0.7,0.7,0.5,0.01\n100,40,900,12.3,0.6,0.6,0.6,0.2\n"
+                                   "200,80,1800,24.6,0.5,0.5,0.7,0.15\n")
+    assert results_md.copy_run(run.name) == dict(seed="3", sequences="200", updates="80", wall_time="25 s",
+                                                 best="20.00%", seq_acc="15.00%", token_acc="70.00%")
+    (folder / "out.txt").write_text("delay 1\nit 0 env steps 10 accuracy 0.5 entropy 1.3\n"
+                                    "it 1 env steps 20 accuracy 0.7\n")
+    assert [results_md.lastword("out.txt", w) for w in ("env steps", "accuracy", "entropy")] == ["20", "0.7", "1.3"]
+
+
+def test_ppo_report_writes_command_commit_steps_seed(tmp_path):
+    """scripts/ppo_report.py: the figure always; the markdown with --command and --commit: command, commit, env
+    steps and seed, and no date or machine line."""
+    export = sanity_run(tmp_path)
+    script = os.path.join(ROOT, "scripts", "ppo_report.py")
+
+    def run(*args):
+        return subprocess.run([sys.executable, script, "--run", str(export), *args], capture_output=True, text=True)
+
+    p = run("--out", str(tmp_path / "fig"))
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "fig.png").exists() and not (tmp_path / "fig.md").exists()
+    assert "| final score (mean return of the last 10% of episodes) | 16.0000 |" in p.stdout
+    p = run("--out", str(tmp_path / "rep"), "--command", "python algos/x.py --seed 2", "--commit", "abc1234")
+    assert p.returncode == 0, p.stderr
+    md = (tmp_path / "rep.md").read_text()
+    assert ("- command: `python algos/x.py --seed 2`\n- commit: abc1234\n"
+            "- env steps: 300 (3 iterations of 100); seed 2\n") in md
+    assert "date" not in md and "machine" not in md
+    assert run("--out", str(tmp_path / "x"), "--commit", "abc1234").returncode != 0  # --command and --commit together
+
+
 BLOCK = """- `EnvA`:
 <!-- [[[cog out(scores("scores.csv", "EnvA"))]]] -->
 old
@@ -95,7 +146,7 @@ def test_check_finds_a_hand_edited_number(results_md, folder):
 
 @pytest.mark.parametrize("call", ['scores("scores.csv", "EnvC")', 'cell("scores.csv", "EnvA")', 'logkey("log.txt", "no")',
                                   'iqm("aggregate.json", "archX", "mmer")', 'trace("trace_records.csv", 10, "gru_tbptt", 8, 1728)',
-                                  'md_columns("base.md", ["nothing"])'])
+                                  'md_columns("base.md", ["nothing"])', 'lastword("log.txt", "nothing")'])
 def test_bad_calls_are_errors(results_md, folder, call, capsys):
     (folder / "README.md").write_text(f"<!-- [[[cog out({call})]]] -->\n<!-- [[[end]]] -->\n")
     assert results_md.main([str(folder)]) == 1
