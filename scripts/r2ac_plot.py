@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from plot import load_scalars, run_name  # noqa: E402
+from plot import load_scalars, parse_run_name, run_name  # noqa: E402
 
 out, bin_steps, random_return, run_dirs = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4:]
 fig, ax = plt.subplots(figsize=(7, 4))
@@ -31,11 +31,12 @@ for run_dir in run_dirs:
         print(f"  steps [{b * bin_steps}, {(b + 1) * bin_steps}): mean episodic return {means[-1]:.4f} ({sel.sum()} episodes)")
     print(f"  max over bins of the binned mean: {max(means):.4f}")
     print(f"  mean of the last 100 episodes: {returns[-100:].mean():.4f}")
-    ax.plot(centers, means, marker=".", label=name.split("__")[0] + " seed " + name.split("__")[2])
+    env, exp, seed = parse_run_name(name)
+    ax.plot(centers, means, marker=".", label=f"{exp} on {env}, seed {seed}")
 ax.axhline(random_return, color="gray", linestyle="--", label=f"uniform random policy ({random_return:.3f})")
 ax.set_xlabel("environment steps")
 ax.set_ylabel(f"mean episodic return (bins of {bin_steps} steps)")
-ax.set_title("R2AC + eLSTM (RTRL), sanity run (reduced scale)")
+ax.set_title("R2AC + eLSTM, sanity run (reduced scale)")
 ax.legend(fontsize=8)
 fig.tight_layout()
 fig.savefig(out, dpi=120)
