@@ -7,6 +7,8 @@
 # actions per segment (chance = 0.25) and the mean policy entropy (log 4 = 1.386 is uniform).
 #
 # Usage: python scripts/r2ac_delayed_bandit.py --delay 4 --iterations 300 [--grad-method tbptt]
+#        python scripts/r2ac_delayed_bandit.py --plot OUT.png OUTPUT [OUTPUT ...]   (the printed outputs of such runs:
+#        their accuracy and entropy against env steps)
 import argparse
 import os
 import sys
@@ -21,6 +23,36 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "algos"))
 import r2ac_elstm  # noqa: E402
 
+
+
+def plot(out, outputs):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for path in outputs:
+        with open(path) as f:
+            label, *lines = [line.split() for line in f if line.strip()]
+        # "iteration I env steps N accuracy A entropy E"
+        steps, acc, ent = zip(*[(int(w[4]), float(w[6]), float(w[8])) for w in lines if w[0] == "iteration"])
+        for ax, y in zip(axes, (acc, ent)):
+            ax.plot(steps, y, marker=".", linestyle="--" if "tbptt" in label[2] else "-",
+                    label=" ".join(label[:3]).rstrip(","))
+    axes[0].axhline(0.25, color="gray", linestyle=":", label="chance")
+    axes[1].axhline(np.log(4), color="gray", linestyle=":", label="uniform policy")
+    for ax, name in zip(axes, ("accuracy of the sampled actions", "policy entropy")):
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("R2AC update on a delayed contextual bandit (k: steps of memory needed)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"saved {out}")
+
+
 p = argparse.ArgumentParser()
 p.add_argument("--delay", type=int, default=0, help="k: the action must match the suit shown k steps earlier")
 p.add_argument("--iterations", type=int, default=200, help="segments, i.e. optimizer steps")
@@ -31,7 +63,11 @@ p.add_argument("--learning-rate", type=float, default=6e-4)
 p.add_argument("--forget-bias", type=float, default=0.0)
 p.add_argument("--reward-scale", type=float, default=1 / 48)
 p.add_argument("--seed", type=int, default=1)
+p.add_argument("--plot", nargs="+", metavar="PATH", help="instead of training: OUT.png, then outputs of this script")
 a = p.parse_args()
+if a.plot:
+    plot(a.plot[0], a.plot[1:])
+    sys.exit(0)
 
 torch.manual_seed(a.seed)
 rng = np.random.default_rng(a.seed)

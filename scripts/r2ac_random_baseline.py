@@ -1,6 +1,8 @@
 """Mean episodic return of a uniform random policy, with the environment construction of algos/r2ac_elstm.py.
 
 Usage: python scripts/r2ac_random_baseline.py popgym-RepeatFirstEasy-v0 [episodes] [seed]
+Its last line, "final: env=... mean_return=... sem=... episodes=... seed=...", is what scripts/results_md.py's logkey
+reads.
 """
 import os
 import sys
@@ -23,5 +25,7 @@ while len(returns) < episodes:
         returns.append(float(info["episode"]["r"]))
         env.reset()
 returns = np.array(returns)
-print(f"random policy on {env_id}: mean episodic return {returns.mean():.4f} +- {returns.std() / np.sqrt(len(returns)):.4f} "
-      f"(s.e.m.) over {len(returns)} episodes, seed {seed}")
+sem = returns.std() / np.sqrt(len(returns))
+print(f"random policy on {env_id}: mean episodic return {returns.mean():.4f} +- {sem:.4f} (s.e.m.) over {len(returns)} "
+      f"episodes, seed {seed}")
+print(f"final: env={env_id} mean_return={returns.mean():.4f} sem={sem:.4f} episodes={len(returns)} seed={seed}")
