@@ -427,6 +427,22 @@ def window_indices(windows, tbptt_len):
     return (windows[:, None] * tbptt_len + torch.arange(tbptt_len, device=windows.device)).flatten()
 
 
+def gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
+    """Advantages (GAE) and returns of a rollout; dones[t] = an episode started at step t."""
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = 0
+    for t in reversed(range(len(rewards))):
+        if t == len(rewards) - 1:
+            nextnonterminal = 1.0 - next_done
+            nextvalues = next_value
+        else:
+            nextnonterminal = 1.0 - dones[t + 1]
+            nextvalues = values[t + 1]
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages, advantages + values
+
+
 def check_args(args):
     """Exit with one line on a size or rate no run can use, before anything is created."""
     for name in ("total_timesteps", "num_envs", "num_steps", "num_minibatches", "update_epochs", "encoder_dim",
@@ -689,18 +705,7 @@ if __name__ == "__main__":
         with torch.inference_mode():
             next_state = agent.step(next_obs, state, next_done)
             next_value = agent.get_value(next_state).reshape(1, -1)
-            advantages = torch.zeros_like(rewards).to(device)
-            lastgaelam = 0
-            for t in reversed(range(args.num_steps)):
-                if t == args.num_steps - 1:
-                    nextnonterminal = 1.0 - next_done
-                    nextvalues = next_value
-                else:
-                    nextnonterminal = 1.0 - dones[t + 1]
-                    nextvalues = values[t + 1]
-                delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
-                advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
-            returns = advantages + values
+            advantages, returns = gae(rewards, values, dones, next_value, next_done, args.gamma, args.gae_lambda)
 
         # flatten the batch into windows of tbptt_len steps that never cross envs; minibatches are sets of windows
         L = args.tbptt_len

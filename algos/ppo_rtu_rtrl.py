@@ -129,6 +129,13 @@ class Args:
     """smallest initial |lambda| of the RTU (uniform on the disk between r_min and r_max)"""
     r_max: float = 1.0
     """largest initial |lambda| of the RTU"""
+    fresh_carries: bool = False
+    """ablation (stale vs fresh gradients): after every epoch but the last, re-run the rollout's observations from its
+    first stored carry with the current parameters and store the new carries (states and traces); default: the
+    carries stored at rollout time are used in every epoch (stale)"""
+    fresh_targets: bool = False
+    """ablation (stale vs fresh targets): after every epoch but the last, recompute the values, advantages and returns
+    with the current parameters (from the stored carries, refreshed or not)"""
     compile: bool = True
     """torch.compile the rollout's recurrent step and the update's RTRL gradient (the latter fuses the gather of the
     stored traces with their contraction); compiling costs about 25 s in the first iteration (cold cache)"""
@@ -413,6 +420,10 @@ class Agent(nn.Module):
         x = self.encoder(obs)
         return rtu_step(self.rtu_params(), x, state, traces, reset, self.recurrent_activation)
 
+    def state_only_step(self, obs, state, reset):
+        """One recurrent step without traces or gradient (fresh targets from stored carries)."""
+        return self.state_step(self.rtu_params(), self.encoder(obs), state, reset, self.recurrent_activation)
+
     def step_rtrl(self, obs, b_states, b_traces, index, reset):
         """Update step from the stored carries of rows `index` of the rollout buffers: differentiable, with the RTRL
         backward."""
@@ -451,6 +462,37 @@ class Agent(nn.Module):
         if action is None:
             action = probs.sample()
         return action, probs.log_prob(action), probs.entropy(), self.critic(hidden)
+
+
+def gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
+    """Advantages (GAE) and returns of a rollout; dones[t] = an episode started at step t."""
+    advantages = torch.zeros_like(rewards)
+    lastgaelam = 0
+    for t in reversed(range(len(rewards))):
+        if t == len(rewards) - 1:
+            nextnonterminal = 1.0 - next_done
+            nextvalues = next_value
+        else:
+            nextnonterminal = 1.0 - dones[t + 1]
+            nextvalues = values[t + 1]
+        delta = rewards[t] + gamma * nextvalues * nextnonterminal - values[t]
+        advantages[t] = lastgaelam = delta + gamma * gae_lambda * nextnonterminal * lastgaelam
+    return advantages, advantages + values
+
+
+def refresh_carries(agent, obs, dones, carry_states, carry_traces):
+    """Fresh carries: replay the rollout's observations from its first stored carry with the current parameters and
+    overwrite the stored carries in place, each still the carry BEFORE its step (as the rollout stores it), resets
+    included. Returns the values of the replayed steps and the carry after the last step."""
+    state, traces = carry_states[0], type(carry_traces)(*(t[0] for t in carry_traces))
+    values = torch.zeros(dones.shape, dtype=carry_states.dtype, device=carry_states.device)
+    for t in range(len(obs)):
+        carry_states[t] = state
+        for buf, trace in zip(carry_traces, traces):
+            buf[t] = trace
+        state, traces = agent.step(obs[t], state, traces, dones[t])
+        values[t] = agent.get_value(state).flatten()
+    return values, (state, traces)
 
 
 def check_args(args):
@@ -716,18 +758,7 @@ if __name__ == "__main__":
         with torch.inference_mode():
             next_state, _ = agent.step(next_obs, state, traces, next_done)
             next_value = agent.get_value(next_state).reshape(1, -1)
-            advantages = torch.zeros_like(rewards).to(device)
-            lastgaelam = 0
-            for t in reversed(range(args.num_steps)):
-                if t == args.num_steps - 1:
-                    nextnonterminal = 1.0 - next_done
-                    nextvalues = next_value
-                else:
-                    nextnonterminal = 1.0 - dones[t + 1]
-                    nextvalues = values[t + 1]
-                delta = rewards[t] + args.gamma * nextvalues * nextnonterminal - values[t]
-                advantages[t] = lastgaelam = delta + args.gamma * args.gae_lambda * nextnonterminal * lastgaelam
-            returns = advantages + values
+            advantages, returns = gae(rewards, values, dones, next_value, next_done, args.gamma, args.gae_lambda)
 
         # flatten the batch: transitions are shuffled individually (sequence length 1), each with its own carry
         b_obs = obs.reshape((-1,) + envs.single_observation_space.shape)
@@ -799,6 +830,20 @@ if __name__ == "__main__":
 
             if args.target_kl is not None and approx_kl > args.target_kl:
                 break
+            if epoch < args.update_epochs - 1 and (args.fresh_carries or args.fresh_targets):
+                # the stale-vs-fresh ablation: the next epoch sees carries and/or targets of the current parameters
+                with torch.inference_mode():
+                    last_carry = (state, traces)
+                    if args.fresh_carries:
+                        new_values, last_carry = refresh_carries(agent, obs, dones, carry_states, carry_traces)
+                    else:  # fresh targets from the stored carries: one step each, without the traces
+                        new_values = agent.get_value(agent.state_only_step(b_obs, b_states, b_dones)).reshape(values.shape)
+                    if args.fresh_targets:
+                        next_state, _ = agent.step(next_obs, *last_carry, next_done)
+                        values.copy_(new_values)
+                        advantages, returns = gae(rewards, values, dones, agent.get_value(next_state).reshape(1, -1),
+                                                  next_done, args.gamma, args.gae_lambda)
+                        b_advantages, b_returns = advantages.reshape(-1), returns.reshape(-1)
         update_time = time.time() - update_start
         if not all(torch.isfinite(p).all() for p in agent.parameters()):
             sys.exit(f"error: non-finite parameters after the update at global_step={global_step}; stopping")

@@ -150,6 +150,45 @@ def _step_from_features(agent, script, x, state, traces, reset):
     return mod.lru_step(agent.lru_params(), x, state, traces, reset, backend="torch")
 
 
+@pytest.mark.parametrize("script,model_args", [("ppo_rtu_rtrl", dict(rtu_variant="nonlinear")),
+                                               ("ppo_rtu_rtrl", dict(rtu_variant="linear")), ("ppo_lru_rtrl", {})])
+def test_refresh_carries_equals_replay(script, model_args):
+    """--fresh-carries: after a refresh, the stored carries are those of a replay of the rollout's observations with
+    the current parameters from the first stored carry, each the carry BEFORE its step, resets included."""
+    mod = importlib.import_module(script)
+    agent, _ = _tiny_agent(mod, True, compile=False, **model_args)
+    T, B = 6, 3
+    g = torch.Generator().manual_seed(2)
+    obs = torch.randn(T, B, 5, generator=g, dtype=torch.float64)
+    dones = torch.zeros(T, B, dtype=torch.float64)
+    dones[2, 1] = dones[4, 0] = dones[5, 2] = 1
+    state0, traces0 = agent.initial_carry(B)  # the first carry: random, as left by the previous rollout
+    state0 = torch.randn(state0.shape, generator=g, dtype=torch.float64)
+    traces0 = type(traces0)(*(torch.randn(t.shape, generator=g, dtype=torch.float64) for t in traces0))
+    carry_states = torch.randn((T,) + state0.shape, generator=g, dtype=torch.float64)  # stale: anything
+    carry_traces = type(traces0)(*(torch.randn((T,) + t.shape, generator=g, dtype=torch.float64) for t in traces0))
+    carry_states[0] = state0
+    for buf, t in zip(carry_traces, traces0):
+        buf[0] = t
+    with torch.no_grad():
+        values, (last_state, last_traces) = mod.refresh_carries(agent, obs, dones, carry_states, carry_traces)
+        state, traces = state0, traces0
+        for t in range(T):
+            assert torch.equal(carry_states[t], state), t
+            assert all(torch.equal(buf[t], tr) for buf, tr in zip(carry_traces, traces)), t
+            state, traces = _step_from_features(agent, script, agent.encoder(obs[t]), state, traces, dones[t])
+            torch.testing.assert_close(values[t], agent.critic(agent.features(state)).flatten(), rtol=0, atol=1e-12)
+    torch.testing.assert_close(last_state, state, rtol=0, atol=1e-12)
+    assert all(torch.allclose(a, b, rtol=0, atol=1e-12) for a, b in zip(last_traces, traces))
+
+
+@pytest.mark.parametrize("script,flags", [("ppo_rtu_rtrl", ("--fresh-carries", "--fresh-targets")),
+                                          ("ppo_rtu_rtrl", ("--fresh-targets",)), ("ppo_lru_rtrl", ("--fresh-carries",))])
+def test_smoke_fresh(script, flags, tmp_path):
+    proc = run_script(script, "--env-id", "HalfCheetah-P-v5", *PPO_SMOKE_ARGS, *flags, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 @pytest.mark.parametrize("script", SCRIPTS)
 @pytest.mark.parametrize("env_id", SMOKE_ENVS)
 def test_smoke(script, env_id, tmp_path):
