@@ -331,16 +331,15 @@ class LRUStepRTRL(torch.autograd.Function):
     h_t (real/imag pairs) only. backward: nu_log, theta_log, gamma_log, B get Re(conj(delta) * dh/dp) over the NEW
     traces (they carry the whole history, so nothing is unrolled), formed from the stored old traces without
     materialising the new E_B; the input x gets the one-step gradient, the previous state being a
-    constant of the carry. `state_step`, `grads_from_carry` are lru_state_step, lru_grads_from_carry, or their
-    torch.compile'd versions (the trace gather then fuses with the contraction: the gathered traces are never
-    materialised).
+    constant of the carry. `grads_from_carry` is lru_grads_from_carry or its torch.compile'd version (the trace
+    gather then fuses with the contraction: the gathered traces are never materialised).
     """
 
     @staticmethod
     def forward(ctx, x, nu_log, theta_log, gamma_log, B_re, B_im, b_states, trace_lam, trace_gamma, trace_B, index, reset,
-                state_step, grads_from_carry):
+                grads_from_carry):
         state = b_states.index_select(0, index)
-        new_state = state_step(LRUParams(nu_log, theta_log, gamma_log, B_re, B_im), x, state, reset)
+        new_state = lru_state_step(LRUParams(nu_log, theta_log, gamma_log, B_re, B_im), x, state, reset)
         ctx.save_for_backward(x, nu_log, theta_log, gamma_log, B_re, B_im, b_states, trace_lam, trace_gamma, trace_B,
                               index, reset, new_state)
         ctx.grads_from_carry = grads_from_carry
@@ -352,7 +351,7 @@ class LRUStepRTRL(torch.autograd.Function):
         params = LRUParams(nu_log, theta_log, gamma_log, B_re, B_im)
         grad_x, grad_params = ctx.grads_from_carry(params, x, b_states, LRUTraces(*traces), reset, new_state, delta,
                                                    index=index)
-        return (grad_x, *grad_params) + (None,) * 8
+        return (grad_x, *grad_params) + (None,) * 7
 
 
 def sample_action(out, logstd=None):
@@ -377,10 +376,10 @@ class Agent(nn.Module):
         self.continuous = isinstance(envs.single_action_space, gym.spaces.Box)
         self.hidden_dim, self.encoder_dim = args.hidden_dim, args.encoder_dim
         self.encoder = nn.Sequential(layer_init(nn.Linear(obs_dim, args.encoder_dim)), nn.Tanh())
-        # --compile: the rollout's policy step and the update's step and gradient run as torch.compile'd (fused) code
+        # --compile: the rollout's policy step and the update's RTRL gradient run as torch.compile'd (fused) code; the
+        # update's forward step is small enough that compiling it (3 s) would not pay
         if args.compile:
             self.policy_step = torch.compile(self.policy_step)
-        self.state_step = torch.compile(lru_state_step, dynamic=False) if args.compile else lru_state_step
         self.grads_from_carry = torch.compile(lru_grads_from_carry, dynamic=False) if args.compile else lru_grads_from_carry
         lru = lru_init_params(args.hidden_dim, args.encoder_dim, args.r_min, args.r_max, args.max_phase)
         self.nu_log, self.theta_log, self.gamma_log, self.B_re, self.B_im = (nn.Parameter(p) for p in lru)
@@ -420,14 +419,13 @@ class Agent(nn.Module):
 
     def state_only_step(self, obs, state, reset):
         """One recurrent step without traces or gradient (fresh targets from stored carries)."""
-        return self.state_step(self.lru_params(), self.encoder(obs), state, reset)
+        return lru_state_step(self.lru_params(), self.encoder(obs), state, reset)
 
     def step_rtrl(self, obs, b_states, b_traces, index, reset):
         """Update step from the stored carries of rows `index` of the rollout buffers: differentiable, with the RTRL
         backward."""
         x = self.encoder(obs)
-        return LRUStepRTRL.apply(x, *self.lru_params(), b_states, *b_traces, index, reset, self.state_step,
-                                 self.grads_from_carry)
+        return LRUStepRTRL.apply(x, *self.lru_params(), b_states, *b_traces, index, reset, self.grads_from_carry)
 
     def initial_carry(self, batch, device=None):
         """The carry (state, traces) before an episode's first step: zeros."""

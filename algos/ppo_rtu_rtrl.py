@@ -333,15 +333,15 @@ class RTUStepRTRL(torch.autograd.Function):
     only. backward: the recurrent parameters get sum_b delta1*e1 + delta2*e2 over the NEW traces (they carry the whole
     history, so nothing is unrolled), formed from the stored old traces without materialising the new ones (they are
     linear in the old ones); the input x gets the one-step gradient, the previous state being a constant of the carry.
-    `state_step`, `grads_from_carry` are rtu_state_step, rtu_grads_from_carry, or their torch.compile'd versions (the
-    trace gather then fuses with the contraction: the gathered traces are never materialised).
+    `grads_from_carry` is rtu_grads_from_carry or its torch.compile'd version (the trace gather then fuses with the
+    contraction: the gathered traces are never materialised).
     """
 
     @staticmethod
     def forward(ctx, x, nu_log, theta_log, W1, W2, b_states, trace_nu, trace_theta, trace_W1, trace_W2, index, reset,
-                activation, state_step, grads_from_carry):
+                activation, grads_from_carry):
         state = b_states.index_select(0, index)
-        new_state = state_step(RTUParams(nu_log, theta_log, W1, W2), x, state, reset, activation)
+        new_state = rtu_state_step(RTUParams(nu_log, theta_log, W1, W2), x, state, reset, activation)
         ctx.save_for_backward(x, nu_log, theta_log, W1, W2, b_states, trace_nu, trace_theta, trace_W1, trace_W2, index,
                               reset, new_state)
         ctx.activation, ctx.grads_from_carry = activation, grads_from_carry
@@ -352,7 +352,7 @@ class RTUStepRTRL(torch.autograd.Function):
         x, nu_log, theta_log, W1, W2, b_states, *traces, index, reset, new_state = ctx.saved_tensors
         grad_x, grad_params = ctx.grads_from_carry(RTUParams(nu_log, theta_log, W1, W2), x, b_states, RTUTraces(*traces),
                                                    reset, new_state, delta, ctx.activation, index=index)
-        return (grad_x, *grad_params) + (None,) * 10
+        return (grad_x, *grad_params) + (None,) * 9
 
 
 def sample_action(out, logstd=None):
@@ -380,10 +380,10 @@ class Agent(nn.Module):
         self.recurrent_activation = args.activation if args.rtu_variant == "nonlinear" else "linear"
         self.output_activation = {"relu": torch.relu, "tanh": torch.tanh}[args.activation]
         self.encoder = nn.Sequential(layer_init(nn.Linear(obs_dim, args.encoder_dim)), nn.Tanh())
-        # --compile: the rollout's policy step and the update's step and gradient run as torch.compile'd (fused) code
+        # --compile: the rollout's policy step and the update's RTRL gradient run as torch.compile'd (fused) code; the
+        # update's forward step is small enough that compiling it (3 s) would not pay
         if args.compile:
             self.policy_step = torch.compile(self.policy_step)
-        self.state_step = torch.compile(rtu_state_step, dynamic=False) if args.compile else rtu_state_step
         self.grads_from_carry = torch.compile(rtu_grads_from_carry, dynamic=False) if args.compile else rtu_grads_from_carry
         rtu = rtu_init_params(args.hidden_dim, args.encoder_dim, args.r_min, args.r_max)
         self.nu_log, self.theta_log, self.W1, self.W2 = (nn.Parameter(p) for p in rtu)
@@ -422,14 +422,14 @@ class Agent(nn.Module):
 
     def state_only_step(self, obs, state, reset):
         """One recurrent step without traces or gradient (fresh targets from stored carries)."""
-        return self.state_step(self.rtu_params(), self.encoder(obs), state, reset, self.recurrent_activation)
+        return rtu_state_step(self.rtu_params(), self.encoder(obs), state, reset, self.recurrent_activation)
 
     def step_rtrl(self, obs, b_states, b_traces, index, reset):
         """Update step from the stored carries of rows `index` of the rollout buffers: differentiable, with the RTRL
         backward."""
         x = self.encoder(obs)
         return RTUStepRTRL.apply(x, *self.rtu_params(), b_states, *b_traces, index, reset, self.recurrent_activation,
-                                 self.state_step, self.grads_from_carry)
+                                 self.grads_from_carry)
 
     def initial_carry(self, batch, device=None):
         """The carry (state, traces) before an episode's first step: zeros. The linear RTU's traces are compact: its
