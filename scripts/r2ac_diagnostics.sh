@@ -9,6 +9,9 @@
 #   *_lr6e-3       the defaults with a 10x step size (1M steps are only 625 updates of 32 x 50 steps)
 #   *_lr2e-2       the defaults with a 33x step size
 #   *_lr6e-3_M5    both: the 10x step size and M = 5 (10x more updates)
+#   *_fb2          the defaults with the forget-gate bias raised by 2 at init (official: 0, f ~ 0.5: the memory
+#                  halves every step; +2: f ~ 0.88)
+#   *_lr6e-3_fb2   both: the 10x step size and the forget bias +2
 #   *_M5           segments of M = 5 steps: 10x more updates per env step (the later --segment-len wins)
 #   *_rewx51_M5    both: rewards x51 and M = 5
 #   rtrl_* / tbptt_*  exact RTRL or BPTT truncated at the segment start; every other setting is shared
@@ -32,6 +35,10 @@ declare -A DIAGNOSTICS=(
   [tbptt_lr2e-2]="--grad-method tbptt --learning-rate 2e-2"
   [rtrl_lr6e-3_M5]="--grad-method rtrl --learning-rate 6e-3 --segment-len 5"
   [tbptt_lr6e-3_M5]="--grad-method tbptt --learning-rate 6e-3 --segment-len 5"
+  [rtrl_fb2]="--grad-method rtrl --forget-bias 2"
+  [tbptt_fb2]="--grad-method tbptt --forget-bias 2"
+  [rtrl_lr6e-3_fb2]="--grad-method rtrl --learning-rate 6e-3 --forget-bias 2"
+  [tbptt_lr6e-3_fb2]="--grad-method tbptt --learning-rate 6e-3 --forget-bias 2"
   [rtrl_M5]="--grad-method rtrl --segment-len 5"
   [tbptt_M5]="--grad-method tbptt --segment-len 5"
   [rtrl_rewx51_M5]="--grad-method rtrl --reward-scale 51 --segment-len 5"
@@ -39,7 +46,7 @@ declare -A DIAGNOSTICS=(
 )
 ENV=popgym-RepeatPreviousEasy-v0
 for seed in $SEEDS; do
-  for setting in ${SETTINGS:-rtrl_official tbptt_official rtrl_onestep rtrl_rewnorm tbptt_rewnorm rtrl_rewx51 tbptt_rewx51 rtrl_eps1e-5 tbptt_eps1e-5 rtrl_lr6e-3 tbptt_lr6e-3 rtrl_lr2e-2 tbptt_lr2e-2 rtrl_lr6e-3_M5 tbptt_lr6e-3_M5 rtrl_M5 tbptt_M5 rtrl_rewx51_M5 tbptt_rewx51_M5}; do
+  for setting in ${SETTINGS:-rtrl_official tbptt_official rtrl_onestep rtrl_rewnorm tbptt_rewnorm rtrl_rewx51 tbptt_rewx51 rtrl_eps1e-5 tbptt_eps1e-5 rtrl_lr6e-3 tbptt_lr6e-3 rtrl_lr2e-2 tbptt_lr2e-2 rtrl_lr6e-3_M5 tbptt_lr6e-3_M5 rtrl_fb2 tbptt_fb2 rtrl_lr6e-3_fb2 tbptt_lr6e-3_fb2 rtrl_M5 tbptt_M5 rtrl_rewx51_M5 tbptt_rewx51_M5}; do
     [[ -n ${DIAGNOSTICS[$setting]:-} ]] || _sweep_die "unknown setting '$setting' (known: ${!DIAGNOSTICS[*]})"
     sweep_add "$ENV" "r2ac_$setting" "$seed" r2ac_elstm --env-id "$ENV" --seed "$seed" --total-timesteps "$STEPS" \
       --segment-len 50 --exp-name "r2ac_$setting" ${DIAGNOSTICS[$setting]}
