@@ -365,11 +365,12 @@ SWEEP_COUNTS = {  # default grids
     "r2ac": (4 * 2 * 2 + 2) * 3,  # envs x {rtrl, tbptt} x {5, 50} + copy task {rtrl, bptt}, x 3 seeds
     "popgym_diagnostics": 8 * 2,  # settings x 2 seeds
     "r2ac_diagnostics": 23 * 2,  # settings x 2 seeds
+    "stale_fresh": 4 * 3,  # {stale, fresh} carries x {stale, fresh} targets x 3 seeds
     "step_size": 2 * 6 * 4,  # 2 MuJoCo tasks x (5 recurrent + MLP) x 4 step sizes x 1 selection seed
 }
 KNOBS = ("SEEDS", "STEPS", "WORKERS", "RUNS_DIR", "FILTER", "PYTHON", "ENVS", "ARCHS", "BASES", "EXTRA_BASES", "ISIS",
          "TBPTT_LENS", "BUDGETS", "SUMMARIES", "METHODS", "SEGMENT_LENS", "COPY_METHODS", "COPY_LEN", "COPY_ARGS", "SETTINGS",
-         "FAMILY", "LRS", "SELECTED")
+         "FAMILY", "LRS", "SELECTED", "SETTING")
 
 
 def sweep(name, *args, runs, env=None, check=True):
