@@ -83,21 +83,24 @@ if args.grad_method == "tbptt":
 suit = rng.integers(0, 4, B)
 shown = deque([suit] * (a.delay + 1), maxlen=a.delay + 1)  # shown[0] is the suit from k steps ago
 reset = torch.ones(B)
+last_reward = torch.zeros(B)  # the core's reward input (the official learner's): the previous step's reward
 print(f"delay {a.delay}, {args.grad_method}, M {M}, B {B}, lr {args.learning_rate}, forget bias {a.forget_bias}")
 for iteration in range(a.iterations):
     c = c.detach()
     logprobs, entropies, values, rewards, hits = [], [], [], [], []
     for step in range(M):
         obs = torch.tensor(np.eye(4)[suit], dtype=torch.float32)
-        h, c, traces = agent.core_step(obs, c, traces, reset, args.grad_method)
+        h, c, traces = agent.core_step(obs, last_reward, c, traces, reset, args.grad_method)
         action, logprob, entropy, value = agent.act(h)
         hit = action.numpy() == shown[0]
-        rewards.append(torch.tensor(np.where(hit, a.reward_scale, -a.reward_scale), dtype=torch.float32))
+        last_reward = torch.tensor(np.where(hit, a.reward_scale, -a.reward_scale), dtype=torch.float32)
+        rewards.append(last_reward)
         logprobs.append(logprob), entropies.append(entropy), values.append(value), hits.append(hit.mean())
         suit, reset = rng.integers(0, 4, B), torch.zeros(B)
         shown.append(suit)
     with torch.no_grad():
-        next_h, _, _ = agent.core_step(torch.tensor(np.eye(4)[suit], dtype=torch.float32), c, None, reset, "tbptt")
+        next_h, _, _ = agent.core_step(torch.tensor(np.eye(4)[suit], dtype=torch.float32), last_reward, c, None, reset,
+                                    "tbptt")
         bootstrap = agent.get_value(next_h)
     loss, _, _, entropy_sum = r2ac_elstm.r2ac_loss(torch.stack(logprobs), torch.stack(entropies), torch.stack(values),
                                                    torch.stack(rewards), torch.zeros(M, B), bootstrap, args.gamma,

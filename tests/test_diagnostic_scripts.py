@@ -1,4 +1,4 @@
-"""scripts/supervised_recall.py: the supervised recall diagnostic runs end to end, and summarises its runs."""
+"""Diagnostic scripts run end to end: scripts/supervised_recall.py (and its summary), scripts/r2ac_delayed_bandit.py."""
 import json
 import os
 import subprocess
@@ -36,3 +36,14 @@ def test_supervised_recall_rejects_a_task_without_a_known_answer(tmp_path):
                "--num-steps", "64", "--num-minibatches", "1", cwd=tmp_path)
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines()[-1].startswith("error: no known answer for HigherLower")
+
+
+@pytest.mark.parametrize("grad_method", ["rtrl", "tbptt"])
+def test_r2ac_delayed_bandit_runs(grad_method, tmp_path):
+    """The bandit drives r2ac_elstm.py's agent and loss directly, so it must follow that script's API."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "r2ac_delayed_bandit.py"), "--delay", "2",
+                           "--grad-method", grad_method, "--iterations", "2", "--num-envs", "3", "--segment-len", "5"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1].startswith("iteration     1 env steps       30 accuracy")
