@@ -859,7 +859,7 @@ def main(args: Args):
         sys.exit(f"error: non-finite MSRE ({final_msre})")
 
     summary = dict(arch=args.arch, isi=args.isi, isi_lo=isi_interval[0], isi_hi=isi_interval[1], gamma=gamma,
-                   seed=args.seed, steps=N, msre=final_msre, msre_last_bin=last_bin, params=n_rec,
+                   seed=args.seed, steps=N, msre=final_msre, msre_last_bin=last_bin, msre_bin=args.msre_bin, params=n_rec,
                    total_params=n_total, hidden_size=size, tbptt_len=args.tbptt_len if is_tbptt else None,
                    flops_per_step=flops, sec_per_step=sec_per_step, learning_rate=args.learning_rate,
                    td_lambda=args.td_lambda, num_distractors=args.num_distractors, run_name=run_name)

@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------------------------
-_INT_FIELDS = ("isi", "isi_lo", "isi_hi", "seed", "steps", "params", "total_params", "hidden_size", "tbptt_len",
+_INT_FIELDS = ("isi", "isi_lo", "isi_hi", "seed", "steps", "params", "total_params", "hidden_size", "tbptt_len", "msre_bin",
                "num_distractors")
 _FLOAT_FIELDS = ("msre", "msre_last_bin", "flops_per_step", "sec_per_step", "gamma", "learning_rate", "td_lambda")
 
@@ -110,6 +110,16 @@ def _sort_key(key):
     return tuple((0, x, "") if isinstance(x, (int, float)) else (1, 0, str(x)) for x in key)
 
 
+def _window(recs):
+    """The final window's length in words: the runs' MSRE bin (td_animal_learning.py --msre-bin, 10k by default)."""
+    bins = {r.get("msre_bin") for r in recs if r.get("msre_last_bin") is not None} - {None}  # None: not recorded
+    if not bins:
+        return "MSRE bin (10k steps unless --msre-bin was set)"
+    if len(bins) > 1:
+        return "MSRE bin (the runs differ in --msre-bin)"
+    return f"{int(bins.pop()):,} steps"
+
+
 def trace_report(args):
     recs = load_trace_records(args.summaries)
     if not recs:
@@ -131,8 +141,11 @@ def trace_report(args):
         v = np.array([r["msre"] for r in rs], dtype=float)
         m, lo, hi = bootstrap_mean_ci(v[:, None], reps=args.reps, seed=args.seed)
         secs = [r["sec_per_step"] for r in rs if r.get("sec_per_step") is not None]
+        last = [r["msre_last_bin"] for r in rs if r.get("msre_last_bin") is not None]
         rows.append(dict(isi=isi, arch=arch, T=T, params=params, flops=rs[0].get("flops_per_step"),
                          sec=float(np.mean(secs)) if secs else None, msre=float(m[0]),
+                         last=(float(np.mean(last)), float(np.std(last, ddof=1)) if len(last) > 1 else 0.0, len(last))
+                         if last else None,
                          std=float(v.std(ddof=1)) if len(v) > 1 else 0.0, lo=float(lo[0]), hi=float(hi[0]),
                          n=len(v), steps=rs[0].get("steps")))
     archs = sorted({r["arch"] for r in rows})
@@ -140,17 +153,20 @@ def trace_report(args):
     md = ["# Trace conditioning: MSRE", "",
           "MSRE = mean over the run of (v_t - G_t)^2; mean ± std over seeds [95% bootstrap CI over seeds] "
           "(n = number of seeds). "
-          "T = truncation length of the T-BPTT learners (RTRL learners: -). FLOPs/step counted analytically.", ""]
+          "T = truncation length of the T-BPTT learners (RTRL learners: -). FLOPs/step counted analytically. "
+          "Final window: the MSRE of the run's last " + _window(recs) + ", mean ± std over seeds (n).", ""]
     for isi in sorted({r["isi"] for r in rows}, key=str):
         rr = [r for r in rows if r["isi"] == isi]
-        md += [f"## ISI {isi}", "", "| architecture | T | recurrent params | FLOPs/step | sec/step | steps | MSRE |",
-               "|-|-|-|-|-|-|-|"]
+        md += [f"## ISI {isi}", "", "| architecture | T | recurrent params | FLOPs/step | sec/step | steps | MSRE | "
+               "final window |", "|-|-|-|-|-|-|-|-|"]
         for r in rr:
             flops = "n/a" if r["flops"] is None else f"{r['flops']:,.0f}"
             sec = "n/a" if r["sec"] is None else f"{r['sec']:.3g}"
             T = "-" if r["T"] is None else r["T"]
             md.append(f"| {r['arch']} | {T} | {r['params']} | {flops} | {sec} | {r['steps']} | "
-                      f"{r['msre']:.3g} ± {r['std']:.2g} [{r['lo']:.3g}, {r['hi']:.3g}] (n={r['n']}) |")
+                      f"{r['msre']:.3g} ± {r['std']:.2g} [{r['lo']:.3g}, {r['hi']:.3g}] (n={r['n']}) | "
+                      + ("n/a" if r["last"] is None else f"{r['last'][0]:.3g} ± {r['last'][1]:.2g} (n={r['last'][2]})")
+                      + " |")
         md.append("")
         _trace_plots(rr, isi, archs, colors, args.out)
     with open(os.path.join(args.out, "msre.md"), "w") as f:

@@ -330,7 +330,8 @@ def test_trace_conditioning_report(tmp_path):
                          flops_per_step=50000, sec_per_step=0.002, tbptt_len=None))
         for T in (1, 4):
             recs.append(dict(arch="gru_tbptt", isi=10, seed=seed, steps=1000, msre=0.1 * seed / T, params=1728,
-                             flops_per_step=20000 * T, sec_per_step=0.001 * T, tbptt_len=T))
+                             flops_per_step=20000 * T, sec_per_step=0.001 * T, tbptt_len=T,
+                             msre_last_bin=0.01 * seed / T, msre_bin=500))
     for i, r in enumerate(recs):
         (summ / f"r{i}.json").write_text(json.dumps(r))
     # a log with the FINAL_MSRE line of a run already in the JSON files (ignored) and of one more seed (used)
@@ -347,6 +348,9 @@ def test_trace_conditioning_report(tmp_path):
     md = (out / "msre.md").read_text()
     assert "| rtu_nonlinear | - | 1664 | 50,000 | 0.002 | 1000 | 0.025 ± " in md and "(n=4) |" in md  # mean(.01,...,.04)
     assert "| gru_tbptt | 4 | 1728 | 80,000 | 0.004 | 1000 | 0.05 ± 0.025 " in md  # mean(.1,.2,.3)/4, std .1/4
+    assert "| 0.005 ± 0.0025 (n=3) |" in md  # its final window: mean(.01,.02,.03)/4
+    assert "(n=4) | 0.01 ± 0 (n=1) |" in md  # rtu: only the log line of seed 4 has a final window
+    assert "last 500 steps" in md
     # runs of another length are not averaged in: a clear error instead
     (summ / "longer.json").write_text(json.dumps(dict(recs[0], seed=9, steps=2000)))
     with pytest.raises(SystemExit, match="different run lengths"):
