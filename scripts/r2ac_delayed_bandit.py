@@ -38,8 +38,8 @@ def plot(out, outputs):
         # "iteration I env steps N accuracy A entropy E"
         steps, acc, ent = zip(*[(int(w[4]), float(w[6]), float(w[8])) for w in lines if w[0] == "iteration"])
         for ax, y in zip(axes, (acc, ent)):
-            # the header "delay K, G, M m, B b, lr L, forget bias F" without the segment and batch sizes
-            name = ", ".join(x for x in " ".join(label).split(", ") if not x.startswith(("M ", "B ")))
+            # the header "delay K, G, M m, B b, lr L, forget bias F" without the batch size
+            name = ", ".join(x for x in " ".join(label).split(", ") if not x.startswith("B "))
             ax.plot(steps, y, marker=".", linestyle="--" if "tbptt" in label[2] else "-", label=name)
     axes[0].axhline(0.25, color="gray", linestyle=":", label="chance")
     axes[1].axhline(np.log(4), color="gray", linestyle=":", label="uniform policy")
