@@ -10,13 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/sweep_lib.sh"
 sweep_init stale_fresh "1 2 3" 1000000 "$@"
 SETTING=${SETTING:-ppo_rtu_rtrl_nonlinear}
 [[ $SETTING == *rtrl* && -n ${PPO_SETTINGS[$SETTING]:-} ]] || _sweep_die "SETTING must be an RTRL PPO setting, got '$SETTING'"
-spec=(${PPO_SETTINGS[$SETTING]})
-if [[ -n ${SELECTED:-} ]]; then
-  [[ -f $SELECTED ]] || _sweep_die "no selected step sizes: $SELECTED"
-  lr=$(awk -F, -v s="$SETTING" '$1 == s {print $2}' "$SELECTED")
-  [[ -n $lr ]] || _sweep_die "no step size for '$SETTING' in $SELECTED"
-  spec+=(--learning-rate "$lr")
-fi
+ppo_spec "$SETTING"
 declare -A CONDITIONS=(
   [stale_carries_stale_targets]=""
   [fresh_carries_stale_targets]="--fresh-carries"
@@ -26,8 +20,8 @@ declare -A CONDITIONS=(
 for seed in $SEEDS; do
   for env in ${ENVS:-Ant-P-v5}; do
     for cond in stale_carries_stale_targets fresh_carries_stale_targets stale_carries_fresh_targets fresh_carries_fresh_targets; do
-      sweep_add "$env" "${SETTING}_$cond" "$seed" "${spec[0]}" --env-id "$env" --seed "$seed" --total-timesteps "$STEPS" \
-        --exp-name "${SETTING}_$cond" "${spec[@]:1}" ${CONDITIONS[$cond]}
+      sweep_add "$env" "${SETTING}_$cond" "$seed" "${SPEC[0]}" --env-id "$env" --seed "$seed" --total-timesteps "$STEPS" \
+        --exp-name "${SETTING}_$cond" "${SPEC[@]:1}" ${CONDITIONS[$cond]}
     done
   done
 done

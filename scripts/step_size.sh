@@ -19,16 +19,15 @@ case ${FAMILY:-mujoco} in
   reacher) default_envs="Reacher-POMDP-v5" ;;
   *) _sweep_die "FAMILY must be mujoco, popgym or reacher, got '${FAMILY:-}'" ;;
 esac
-for setting in ${ARCHS:-$PPO_RECURRENT ppo_mlp}; do
-  [[ -n ${PPO_SETTINGS[$setting]:-} ]] || _sweep_die "unknown PPO setting '$setting' (known: ${!PPO_SETTINGS[*]})"
-done
+[[ -z ${SELECTED:-} ]] || _sweep_die "SELECTED does not apply here: step-size selection runs every setting at every step size of LRS"
+for setting in ${ARCHS:-$PPO_RECURRENT ppo_mlp}; do ppo_spec "$setting"; done
 for seed in $SEEDS; do
   for env in ${ENVS:-$default_envs}; do
     for setting in ${ARCHS:-$PPO_RECURRENT ppo_mlp}; do
       for lr in ${LRS:-3e-5 1e-4 3e-4 1e-3}; do
-        spec=(${PPO_SETTINGS[$setting]})
-        sweep_add "$env" "${setting}_lr$lr" "$seed" "${spec[0]}" --env-id "$env" --seed "$seed" --total-timesteps \
-          "$STEPS" --exp-name "${setting}_lr$lr" --learning-rate "$lr" "${spec[@]:1}"
+        ppo_spec "$setting"
+        sweep_add "$env" "${setting}_lr$lr" "$seed" "${SPEC[0]}" --env-id "$env" --seed "$seed" --total-timesteps \
+          "$STEPS" --exp-name "${setting}_lr$lr" --learning-rate "$lr" "${SPEC[@]:1}"
       done
     done
   done

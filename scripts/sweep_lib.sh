@@ -41,9 +41,9 @@ SWEEP_THREADS=(OMP_NUM_THREADS=1 MKL_NUM_THREADS=1)
 # the flags that set a run's length (the only ones --resume lets grow)
 SWEEP_TOTAL_FLAGS=(--total-timesteps --total-steps --max-updates)
 
-# PPO settings shared by mujoco_pv.sh, popgym.sh, reacher_pomdp.sh and step_size.sh: setting (= --exp-name) -> script
-# and flags. With SELECTED=FILE (a CSV setting,learning_rate,... written by scripts/select_step_size.py), ppo_sweep
-# runs each setting at its selected step size.
+# PPO settings shared by mujoco_pv.sh, popgym.sh, reacher_pomdp.sh, stale_fresh.sh and step_size.sh: setting
+# (= --exp-name) -> script and flags. With SELECTED=FILE (a CSV setting,learning_rate,... written by
+# scripts/select_step_size.py), ppo_spec adds each setting's selected step size.
 declare -A PPO_SETTINGS=(
   [ppo_rtu_rtrl_nonlinear]="ppo_rtu_rtrl --rtu-variant nonlinear"
   [ppo_rtu_rtrl_linear]="ppo_rtu_rtrl --rtu-variant linear"
@@ -237,23 +237,29 @@ _sweep_resolve() {
   done
 }
 
+# ppo_spec SETTING  -- SPEC=(script flags...) of a PPO setting, plus --learning-rate LR when SELECTED=FILE is set
+ppo_spec() {
+  [[ -n ${PPO_SETTINGS[$1]:-} ]] || _sweep_die "unknown PPO setting '$1' (known: ${!PPO_SETTINGS[*]})"
+  SPEC=(${PPO_SETTINGS[$1]})
+  [[ -n ${SELECTED:-} ]] || return 0
+  [[ -f $SELECTED ]] || _sweep_die "no selected step sizes: $SELECTED"
+  local setting lr rest
+  while IFS=, read -r setting lr rest; do
+    [[ $setting != "$1" ]] || { SPEC+=(--learning-rate "$lr"); return 0; }
+  done <"$SELECTED"
+  _sweep_die "no step size for '$1' in $SELECTED"
+}
+
 # ppo_sweep "ENV ..." "SETTING ..."  -- every PPO setting (keys of PPO_SETTINGS) x env x seed, STEPS env steps each
 ppo_sweep() {
-  local envs=$1 settings=$2 seed env setting spec lr
-  for setting in $settings; do [[ -n ${PPO_SETTINGS[$setting]:-} ]] || _sweep_die "unknown PPO setting '$setting' (known: ${!PPO_SETTINGS[*]})"; done
-  declare -A lr_of=()
-  if [[ -n ${SELECTED:-} ]]; then  # the step size of each setting, chosen by scripts/select_step_size.py
-    [[ -f $SELECTED ]] || _sweep_die "no selected step sizes: $SELECTED"
-    while IFS=, read -r setting lr _; do [[ $setting == setting ]] || lr_of[$setting]=$lr; done <"$SELECTED"
-    for setting in $settings; do [[ -n ${lr_of[$setting]:-} ]] || _sweep_die "no step size for '$setting' in $SELECTED"; done
-  fi
+  local envs=$1 settings=$2 seed env setting
+  for setting in $settings; do ppo_spec "$setting"; done  # every error before the first run
   for seed in $SEEDS; do
     for env in $envs; do
       for setting in $settings; do
-        spec=(${PPO_SETTINGS[$setting]})
-        [[ -z ${lr_of[$setting]:-} ]] || spec+=(--learning-rate "${lr_of[$setting]}")
-        sweep_add "$env" "$setting" "$seed" "${spec[0]}" --env-id "$env" --seed "$seed" --total-timesteps "$STEPS" \
-          --exp-name "$setting" "${spec[@]:1}"
+        ppo_spec "$setting"
+        sweep_add "$env" "$setting" "$seed" "${SPEC[0]}" --env-id "$env" --seed "$seed" --total-timesteps "$STEPS" \
+          --exp-name "$setting" "${SPEC[@]:1}"
       done
     done
   done
