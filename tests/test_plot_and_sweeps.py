@@ -426,6 +426,13 @@ def test_step_size_selection_and_selected_sweep(plot, tmp_path):
     assert len(lines) == 4 * 2 * 3 and all(line.endswith("--learning-rate 3e-4") for line in lines)
     p = sweep("mujoco_pv", "-n", runs=runs, env=dict(env, ARCHS="ppo_lru_rtrl"), check=False)
     assert p.returncode == 2 and "no step size for 'ppo_lru_rtrl'" in p.stderr
+    p = sweep("stale_fresh", "-n", runs=runs, env=env, check=False)
+    assert p.returncode == 2 and "no step size for 'ppo_rtu_rtrl_nonlinear'" in p.stderr
+    (tmp_path / "rtu.csv").write_text("setting,learning_rate\nppo_rtu_rtrl_nonlinear,1e-3\n")
+    lines = sweep("stale_fresh", "-n", runs=runs, env=dict(SELECTED=str(tmp_path / "rtu.csv"))).stdout.splitlines()
+    assert len(lines) == 4 * 3 and all("--learning-rate 1e-3" in line for line in lines)
+    p = sweep("step_size", "-n", runs=runs, env=env, check=False)  # it runs every step size: a SELECTED is a mistake
+    assert p.returncode == 2 and "SELECTED does not apply" in p.stderr
 
 
 def test_sweep_grid_contents(tmp_path):
