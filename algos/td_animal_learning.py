@@ -20,8 +20,9 @@
 # Model choices (no encoder): the binary observation goes straight into the recurrent layer (D = 2 + num_distractors
 # = 12 by default), followed by a linear value head. Default sizes give equal recurrent-parameter budgets, as the RTU
 # paper compares architectures (the value head is not counted): RTU n = 64 (1,664), GRU H = 18 (1,728), LRU n = 23
-# with readout H = 23 (1,679). --param-budget / --hidden-size change them; every run prints and logs its count and
-# analytic FLOPs/step.
+# with readout H = 23 (1,679). --param-budget / --hidden-size change them, and --flops-budget sizes every learner for
+# equal compute instead (e.g. the GRU at T = 16 gets H = 7 for a 64-unit RTU's FLOPs); every run prints and logs its
+# count and analytic FLOPs/step.
 #
 # Run length: --total-steps 100000 takes about a minute for the RTRL learners on one core of a 2-core CPU (about
 # 0.55-0.62 ms of CPU time per step, see results/perf/rtrl_vs_tbptt.md); T-BPTT costs grow with T (GRU, T = 16: 2.1 ms).
@@ -94,6 +95,8 @@ class Args:
     """units of the recurrent layer (RTU/LRU: complex units n, GRU: hidden size); default: matched to param_budget"""
     param_budget: Optional[int] = None
     """recurrent-parameter budget used to pick the default hidden_size of every arch (default: that of a 64-unit RTU)"""
+    flops_budget: Optional[int] = None
+    """instead of param_budget: compute budget, the largest hidden_size whose FLOPs per step (at this T) fit in it"""
     lru_readout_dim: Optional[int] = None
     """LRU readout width H of y = Re(C h) (default: H = n, the number of LRU units)"""
     activation: Literal["relu", "tanh"] = "relu"
@@ -399,6 +402,16 @@ def default_hidden_size(arch, D, budget=None, readout_dim=None):
     D = 12). At D = 12: RTU n = 64 (1,664), GRU H = 18 (1,728), LRU n = 23 with H = 23 (1,679)."""
     budget = budget or recurrent_param_count("rtu", D, DEFAULT_RTU_UNITS)
     return min(range(1, 4097), key=lambda s: abs(recurrent_param_count(arch, D, s, readout_dim) - budget))
+
+
+def hidden_size_for_flops(arch, D, budget, T=1, readout_dim=None):
+    """The largest size whose FLOPs per step (flops_per_step, at truncation length T) do not exceed `budget`: learners
+    compared at equal compute get at most the same FLOPs, never more."""
+    fits = [s for s in range(1, 4097) if flops_per_step(arch, D, s, T, readout_dim) <= budget]
+    if not fits:
+        raise ValueError(f"--flops-budget {budget} is below the FLOPs per step of a 1-unit {arch} "
+                         f"({flops_per_step(arch, D, 1, T, readout_dim)})")
+    return fits[-1]
 
 
 # per-parameter cost of the update, common to every learner: eligibility e = gamma*lambda*e + g (2 FLOPs),
@@ -730,7 +743,9 @@ def check_args(args):
     for name in ("total_steps", "tbptt_len", "msre_bin"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    for name in ("hidden_size", "param_budget", "lru_readout_dim"):
+    if sum(getattr(args, name) is not None for name in ("hidden_size", "param_budget", "flops_budget")) > 1:
+        raise ValueError("give at most one of --hidden-size, --param-budget and --flops-budget")
+    for name in ("hidden_size", "param_budget", "flops_budget", "lru_readout_dim"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if not (args.learning_rate > 0 and 0 <= args.r_min <= args.r_max <= 1):
@@ -740,6 +755,9 @@ def check_args(args):
             raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(args, name)}")
     if not args.adam_eps >= 0:
         raise ValueError(f"--adam-eps must be >= 0, got {args.adam_eps}")
+    if args.flops_budget is not None:  # a budget that no size fits is bad input: say so before the run starts
+        hidden_size_for_flops(args.arch, 2 + args.num_distractors, args.flops_budget,
+                              args.tbptt_len if args.arch.endswith("tbptt") else 1, args.lru_readout_dim)
     return isi_interval, gamma
 
 
@@ -795,8 +813,11 @@ def main(args: Args):
     env = TraceConditioning(isi_interval, args.iti_interval, args.num_distractors, seed=args.seed)
     D = env.obs_dim
     is_tbptt = args.arch.endswith("tbptt")
-    size = args.hidden_size or default_hidden_size(args.arch, D, args.param_budget, args.lru_readout_dim)
     T = args.tbptt_len if is_tbptt else 1
+    if args.flops_budget:
+        size = hidden_size_for_flops(args.arch, D, args.flops_budget, T, args.lru_readout_dim)
+    else:
+        size = args.hidden_size or default_hidden_size(args.arch, D, args.param_budget, args.lru_readout_dim)
     learner = make_learner(args.arch, D, size, args, torch.Generator().manual_seed(args.seed))
     params = learner.parameters()
     n_rec = sum(p.numel() for p in learner.recurrent_parameters())

@@ -448,6 +448,8 @@ def test_sweep_grid_contents(tmp_path):
     tc = sweep("trace_conditioning", "-n", runs=runs).stdout.splitlines()
     assert sum("--tbptt-len 32" in x for x in tc) == 2 * 2 * 5
     assert sum("--isi 20" in x for x in tc) == 75 and all("--summary-path" in x for x in tc)
+    tc = sweep("trace_conditioning", "-n", runs=runs, env=dict(FLOPS="56591", ARCHS="gru_tbptt", TBPTT_LENS="16")).stdout
+    assert tc.count("--flops-budget 56591") == 2 * 5 and "--exp-name td_gru_tbptt_T16_F56591 " in tc
     r2 = sweep("r2ac", "-n", runs=runs).stdout.splitlines()
     assert sum("copy_task_elstm.py" in x for x in r2) == 6
     assert sum("--grad-method tbptt --segment-len 5 " in x for x in r2) == 12

@@ -222,6 +222,17 @@ def test_param_counts_and_default_sizes(arch):
         assert f8 == f1  # RTRL: no T
 
 
+@pytest.mark.parametrize("arch,T", [("gru_tbptt", 16), ("gru_tbptt", 1), ("lru_tbptt", 4), ("rnn_rtrl", 1),
+                                    ("rtu_linear", 1)])
+def test_flops_budget_picks_the_largest_size_that_fits(arch, T):
+    D = 12
+    budget = tdl.flops_per_step("rtu_nonlinear", D, tdl.default_hidden_size("rtu_nonlinear", D))
+    size = tdl.hidden_size_for_flops(arch, D, budget, T)
+    assert tdl.flops_per_step(arch, D, size, T) <= budget < tdl.flops_per_step(arch, D, size + 1, T)
+    if (arch, T) == ("gru_tbptt", 16):  # the equal-compute GRU at T = 16 is far smaller than the equal-parameter one
+        assert size < tdl.default_hidden_size(arch, D) / 2
+
+
 # ------------------------------------------------------------------------------------------------ runs
 def parse_final(out):
     lines = [ln for ln in out.splitlines() if ln.startswith("FINAL_MSRE ")]
@@ -269,7 +280,9 @@ def test_bad_input_fails_clearly(tmp_path, monkeypatch, capsys):
                           (dict(iti_interval=(0, 5)), "iti-interval"), (dict(num_distractors=11), "num-distractors"),
                           (dict(total_steps=0), "total-steps"), (dict(hidden_size=0), "hidden-size"),
                           (dict(learning_rate=-1.0), "learning-rate"), (dict(adam_beta1=1.0), "adam-beta1"),
-                          (dict(adam_beta2=-0.5), "adam-beta2"), (dict(adam_eps=-1e-8), "adam-eps")]:
+                          (dict(adam_beta2=-0.5), "adam-beta2"), (dict(adam_eps=-1e-8), "adam-eps"),
+                          (dict(flops_budget=10), "flops-budget"), (dict(flops_budget=0), "flops-budget"),
+                          (dict(flops_budget=10**5, param_budget=800), "at most one of")]:
         with pytest.raises(SystemExit) as e:
             tdl.main(tdl.Args(**{"total_steps": 10, **kwargs}))
         assert isinstance(e.value.code, str) and e.value.code.startswith("error:") and words in e.value.code
