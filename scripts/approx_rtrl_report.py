@@ -56,9 +56,15 @@ RECORD_COLUMNS = ["arch", "isi", "seed", "tbptt_len", "budget", "params", "hidde
 
 
 def budget_of(summary):
-    """The --param-budget of a run, from its exp name (approx_rtrl.sh puts _P<budget> in it); "-" for the default."""
-    m = re.search(r"__td_[a-z0-9_]*?_P(\d+)_lr", summary["run_name"])
-    return m.group(1) if m else "-"
+    """The budget of a run, from its exp name: approx_rtrl.sh puts _P<params> (--param-budget, returned as <params>) or
+    _F<FLOPs> (--flops-budget, returned as F<FLOPs>) in it; "-" for the default."""
+    m = re.search(r"__td_[A-Za-z0-9_]*?_([PF])(\d+)_lr", summary["run_name"])
+    return "-" if not m else m.group(2) if m.group(1) == "P" else "F" + m.group(2)
+
+
+def budget_tag(budget):
+    """The inverse of budget_of: the part of the exp name that approx_rtrl.sh writes for a budget."""
+    return "" if budget == "-" else f"_{budget}" if budget.startswith("F") else f"_P{budget}"
 
 
 def load(paths):
@@ -126,8 +132,7 @@ def select(args):
             for seed in seeds:
                 v = groups[key].get((lr, seed))
                 if v is None:
-                    setting = f"td_{arch}" + ("" if T == "-" else f"_T{T}") + ("" if budget == "-" else f"_P{budget}")
-                    setting += f"_lr{lr_text(lr)}"
+                    setting = f"td_{arch}" + ("" if T == "-" else f"_T{T}") + budget_tag(budget) + f"_lr{lr_text(lr)}"
                     if args.runs_dir and diverged(args.runs_dir, isi, setting, seed):
                         v = float("inf")
                     else:

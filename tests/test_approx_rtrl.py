@@ -339,3 +339,6 @@ def test_report_script_loads_each_run_once_and_keeps_step_sizes_apart(tmp_path):
     recs = report.load([str(tmp_path)])
     assert sorted((r["learning_rate"], r["msre"]) for r in recs) == [(1e-3, 0.1), (3e-3, 0.2)]
     assert {r["budget"] for r in recs} == {"-"} and {r["T"] for r in recs} == {"-"}
+    assert [report.budget_of(dict(run_name=f"TraceConditioning-ISI10__td_gru_tbptt_T16{b}_lr3e-3__gru_tbptt__1__1"))
+            for b in ("", "_P800", "_F56591")] == ["-", "800", "F56591"]
+    assert [report.budget_tag(b) for b in ("-", "800", "F56591")] == ["", "_P800", "_F56591"]

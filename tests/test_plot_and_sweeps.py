@@ -374,7 +374,7 @@ SWEEP_COUNTS = {  # default grids
 }
 KNOBS = ("SEEDS", "STEPS", "WORKERS", "RUNS_DIR", "FILTER", "PYTHON", "ENVS", "ARCHS", "BASES", "EXTRA_BASES", "ISIS",
          "TBPTT_LENS", "BUDGETS", "SUMMARIES", "METHODS", "SEGMENT_LENS", "COPY_METHODS", "COPY_LEN", "COPY_ARGS", "SETTINGS",
-         "FAMILY", "LRS", "SELECTED", "SETTING")
+         "FAMILY", "LRS", "SELECTED", "SETTING", "FLOPS", "LEARNERS", "PHASE")
 
 
 def sweep(name, *args, runs, env=None, check=True):
@@ -673,3 +673,11 @@ def test_plot_compare_probability_of_improvement(plot, tmp_path, rl_report):
     assert poi["archX > archY"] == pytest.approx([0.0, 0.0, 0.0])
     assert "## Probability of improvement" in (out / "summary.md").read_text()
     assert (out / "profiles_final.png").stat().st_size > 0
+
+
+def test_approx_rtrl_sweep_budgets(tmp_path):
+    env = dict(LEARNERS="gru_tbptt:16 rnn_uoro", BUDGETS="- 800 F56591", LRS="1e-3", ISIS="10")
+    out = sweep("approx_rtrl", "-n", runs=tmp_path / "runs", env=env).stdout.splitlines()
+    assert len(out) == 2 * 3 and len(set(out)) == 6
+    assert sum("--flops-budget 56591" in x and "_F56591_lr1e-3 " in x for x in out) == 2
+    assert sum("--param-budget 800" in x and "_P800_lr1e-3 " in x for x in out) == 2
