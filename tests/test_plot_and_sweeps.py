@@ -364,8 +364,8 @@ def test_trace_conditioning_report(tmp_path):
 SWEEP_COUNTS = {  # default grids
     "trace_conditioning": 2 * (3 + 2 * 6) * 5,  # ISI x (3 RTRL archs + 2 T-BPTT archs x 6 T) x 5 seeds
     "mujoco_pv": 4 * 6 * 3,  # {HalfCheetah, Hopper} x {P, V} x (5 recurrent + MLP) x 3 seeds
-    "popgym": 5 * 5 * 3,
-    "reacher_pomdp": 1 * 5 * 3,
+    "popgym": 5 * 6 * 3,  # tasks x (5 recurrent + MLP) x 3 seeds
+    "reacher_pomdp": 1 * 6 * 3,
     "r2ac": (4 * 2 * 2 + 2) * 3,  # envs x {rtrl, tbptt} x {5, 50} + copy task {rtrl, bptt}, x 3 seeds
     "popgym_diagnostics": 8 * 2,  # settings x 2 seeds
     "r2ac_diagnostics": 23 * 2,  # settings x 2 seeds
@@ -455,7 +455,7 @@ def test_sweep_grid_contents(tmp_path):
     assert sum("--grad-method tbptt --segment-len 5 " in x for x in r2) == 12
     # knobs: flags and environment variables
     out = sweep("reacher_pomdp", "-n", "--steps", "5000", runs=runs, env=dict(SEEDS="7")).stdout.splitlines()
-    assert len(out) == 5 and all("--total-timesteps 5000" in x and "--seed 7 " in x for x in out)
+    assert len(out) == 6 and all("--total-timesteps 5000" in x and "--seed 7 " in x for x in out)
     out = sweep("popgym", "-n", "--seeds", "1 2", "--filter", "RepeatFirst.*gru", runs=runs).stdout.splitlines()
     assert len(out) == 2 and all("popgym-RepeatFirstEasy-v0" in x and "ppo_gru_tbptt.py" in x for x in out)
     out = sweep("reacher_pomdp", "-n", "--seeds", "1", "--", "--num-envs", "2", runs=runs).stdout.splitlines()
@@ -634,9 +634,9 @@ def test_sweep_slurm_array(tmp_path, fake):
     out = tmp_path / "job.sbatch"
     p = sweep("popgym", "--slurm", str(out), runs=runs)
     text = out.read_text()
-    assert "#SBATCH --array=1-75" in text and "SLURM_ARRAY_TASK_ID" in text
+    assert "#SBATCH --array=1-90" in text and "SLURM_ARRAY_TASK_ID" in text
     cmds = (tmp_path / "job.sbatch.commands").read_text().splitlines()
-    assert len(cmds) == 75 and all("OMP_NUM_THREADS=1" in c and "--run-one" in c for c in cmds)
+    assert len(cmds) == 90 and all("OMP_NUM_THREADS=1" in c and "--run-one" in c for c in cmds)
     assert "sbatch" in p.stderr
     # one array task, run locally with the fake interpreter, completes its run and leaves the marker
     sweep("reacher_pomdp", "--seeds", "1", "--slurm", str(out), runs=runs,
