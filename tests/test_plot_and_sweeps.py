@@ -453,6 +453,8 @@ def test_sweep_grid_contents(tmp_path):
     r2 = sweep("r2ac", "-n", runs=runs).stdout.splitlines()
     assert sum("copy_task_elstm.py" in x for x in r2) == 6
     assert sum("--grad-method tbptt --segment-len 5 " in x for x in r2) == 12
+    r2 = sweep("r2ac", "-n", runs=runs, env=dict(ENVS="", COPY_ARGS="--max-seconds 7200")).stdout.splitlines()
+    assert len(r2) == 6 and all("copy_task_elstm.py" in x and x.endswith("--max-seconds 7200") for x in r2)
     # knobs: flags and environment variables
     out = sweep("reacher_pomdp", "-n", "--steps", "5000", runs=runs, env=dict(SEEDS="7")).stdout.splitlines()
     assert len(out) == 6 and all("--total-timesteps 5000" in x and "--seed 7 " in x for x in out)
