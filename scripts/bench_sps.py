@@ -117,6 +117,16 @@ def machine_line():
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
 
 
+
+def public_argv(argv):
+    """The command line as a reader can rerun it: the local paths of the two anchors become placeholders."""
+    names = {"--official": "<git mirror of esraaelelimy/rtus>", "--cleanrl": "<git mirror of vwxyzjn/cleanrl>"}
+    out = []
+    for prev, arg in zip([None] + argv[:-1], argv):
+        flag = arg.split("=", 1)[0]
+        out.append(names[prev] if prev in names else f"{flag}={names[flag]}" if "=" in arg and flag in names else arg)
+    return out
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--iterations", type=int, default=4, help="iterations of 2048 env steps per run (first is warm-up)")
@@ -211,7 +221,7 @@ def main():
                 by_T.append(f"| {label} (no T) | " + " | ".join(f"{med[ours(label)]['update_ms']:.0f}" for _ in opts.tbptt_lens) + " |")
 
     report = "\n".join([
-        f"Command: `python scripts/bench_sps.py {' '.join(sys.argv[1:])}`",
+        f"Command: `python scripts/bench_sps.py {' '.join(public_argv(sys.argv[1:]))}`",
         f"Machine: {machine_line()}; OMP_NUM_THREADS={opts.threads}; date {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"Code: commit {git_commit()}",
         f"Each run: {opts.iterations} iterations of 2048 env steps at the script's defaults, one process at a time; the first",

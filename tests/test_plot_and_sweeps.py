@@ -683,3 +683,14 @@ def test_approx_rtrl_sweep_budgets(tmp_path):
     assert len(out) == 2 * 3 and len(set(out)) == 6
     assert sum("--flops-budget 56591" in x and "_F56591_lr1e-3 " in x for x in out) == 2
     assert sum("--param-budget 800" in x and "_P800_lr1e-3 " in x for x in out) == 2
+
+
+def test_bench_command_line_hides_local_paths():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_sps", os.path.join(SCRIPTS, "bench_sps.py"))
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    argv = ["--rounds", "3", "--official", "/home/me/rtus.git", "--cleanrl=/home/me/cleanrl", "--out", "x.md"]
+    assert bench.public_argv(argv) == ["--rounds", "3", "--official", "<git mirror of esraaelelimy/rtus>",
+                                       "--cleanrl=<git mirror of vwxyzjn/cleanrl>", "--out", "x.md"]
