@@ -10,8 +10,8 @@
 #   LEARNERS="rtu_nonlinear rtu_linear lru_rtrl gru_tbptt:1 gru_tbptt:4 gru_tbptt:16 lru_tbptt:4 rnn_rtrl rnn_uoro
 #             rnn_kfrtrl rnn_snap1 gru_snap1"   (ARCH or ARCH:T for the T-BPTT learners)
 #   LRS="1e-4 3e-4 1e-3 3e-3"   (PHASE=select only)
-#   BUDGETS="-"  recurrent-parameter budgets (--param-budget; "-": the script's default budget, that of a 64-unit RTU),
-#                or FLOPs-per-step budgets written F<FLOPs> (--flops-budget: equal compute), e.g. BUDGETS="- F56591"
+#   BUDGETS="-"  size budgets: "-" the script's default (a 64-unit RTU's parameters), N a recurrent-parameter budget
+#                (--param-budget), FN a FLOPs-per-step budget (--flops-budget: equal compute), e.g. BUDGETS="- F56591"
 #   SELECTED=results/approx_rtrl/selected_lr.csv   (PHASE=report only)
 #   SUMMARIES=DIR  per-run JSON summaries, named by run ID (default RUNS_DIR/summaries/approx_rtrl_PHASE)
 # Example: PHASE=select scripts/approx_rtrl.sh --steps 50000 -j 1
@@ -53,8 +53,7 @@ for seed in $SEEDS; do
         for lr in $lrs; do
           setting=td_$arch opt=(--learning-rate "$lr")
           [[ $T == - ]] || { setting+=_T$T; opt+=(--tbptt-len "$T"); }
-          if [[ $P == F* ]]; then setting+=_$P; opt+=(--flops-budget "${P#F}")
-          elif [[ $P != - ]]; then setting+=_P$P; opt+=(--param-budget "$P"); fi
+          td_budget "$P"; setting+=$BUDGET_TAG; opt+=("${BUDGET_OPT[@]}")
           setting+=_lr$lr
           sweep_add "TraceConditioning-ISI$isi" "$setting" "$seed" td_animal_learning --isi "$isi" --arch "$arch" \
             --seed "$seed" --total-steps "$STEPS" --exp-name "$setting" --summary-path "$SUMMARIES/@KEY@.json" "${opt[@]}"

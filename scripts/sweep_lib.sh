@@ -237,6 +237,17 @@ _sweep_resolve() {
   done
 }
 
+# td_budget B  -- BUDGET_TAG (exp-name suffix) and BUDGET_OPT (flags) of a td_animal_learning.py size budget: "-" the
+# default size, N a recurrent-parameter budget (--param-budget N), FN a FLOPs-per-step budget (--flops-budget N)
+td_budget() {
+  case $1 in
+    -) BUDGET_TAG="" BUDGET_OPT=() ;;
+    F[1-9]*) BUDGET_TAG=_$1 BUDGET_OPT=(--flops-budget "${1#F}") ;;
+    [1-9]*) BUDGET_TAG=_P$1 BUDGET_OPT=(--param-budget "$1") ;;
+    *) _sweep_die "a budget is -, N (parameters) or FN (FLOPs per step), got '$1'" ;;
+  esac
+}
+
 # ppo_spec SETTING  -- SPEC=(script flags...) of a PPO setting, plus --learning-rate LR when SELECTED=FILE is set
 ppo_spec() {
   [[ -n ${PPO_SETTINGS[$1]:-} ]] || _sweep_die "unknown PPO setting '$1' (known: ${!PPO_SETTINGS[*]})"

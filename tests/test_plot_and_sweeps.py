@@ -374,7 +374,7 @@ SWEEP_COUNTS = {  # default grids
 }
 KNOBS = ("SEEDS", "STEPS", "WORKERS", "RUNS_DIR", "FILTER", "PYTHON", "ENVS", "ARCHS", "BASES", "EXTRA_BASES", "ISIS",
          "TBPTT_LENS", "BUDGETS", "SUMMARIES", "METHODS", "SEGMENT_LENS", "COPY_METHODS", "COPY_LEN", "COPY_ARGS", "SETTINGS",
-         "FAMILY", "LRS", "SELECTED", "SETTING", "FLOPS", "LEARNERS", "PHASE")
+         "FAMILY", "LRS", "SELECTED", "SETTING", "LEARNERS", "PHASE")
 
 
 def sweep(name, *args, runs, env=None, check=True):
@@ -448,8 +448,12 @@ def test_sweep_grid_contents(tmp_path):
     tc = sweep("trace_conditioning", "-n", runs=runs).stdout.splitlines()
     assert sum("--tbptt-len 32" in x for x in tc) == 2 * 2 * 5
     assert sum("--isi 20" in x for x in tc) == 75 and all("--summary-path" in x for x in tc)
-    tc = sweep("trace_conditioning", "-n", runs=runs, env=dict(FLOPS="56591", ARCHS="gru_tbptt", TBPTT_LENS="16")).stdout
+    tc = sweep("trace_conditioning", "-n", runs=runs, env=dict(BUDGETS="F56591 800", ARCHS="gru_tbptt",
+                                                                 TBPTT_LENS="16")).stdout
     assert tc.count("--flops-budget 56591") == 2 * 5 and "--exp-name td_gru_tbptt_T16_F56591 " in tc
+    assert tc.count("--param-budget 800") == 2 * 5 and "--exp-name td_gru_tbptt_T16_P800 " in tc
+    p = sweep("trace_conditioning", "-n", runs=runs, env=dict(BUDGETS="G5"), check=False)
+    assert p.returncode == 2 and "a budget is -, N" in p.stderr
     r2 = sweep("r2ac", "-n", runs=runs).stdout.splitlines()
     assert sum("copy_task_elstm.py" in x for x in r2) == 6
     assert sum("--grad-method tbptt --segment-len 5 " in x for x in r2) == 12
