@@ -196,7 +196,7 @@ def summarise(recs, reps=2000):
         v = np.array([r["msre"] for r in rs])
         m, lo, hi = bootstrap_mean_ci(v[:, None], reps=reps, seed=0)
         rows.append(dict(isi=isi, arch=arch, T=T, budget=budget, family=FAMILY.get(arch, "other"),
-                         params=rs[0]["params"], flops=rs[0]["flops_per_step"], lr=rs[0]["learning_rate"],
+                         params=rs[0]["params"], flops=int(rs[0]["flops_per_step"]), lr=rs[0]["learning_rate"],
                          sec=float(np.median([r["sec_per_step"] for r in rs])), msre=float(m[0]),
                          last=float(np.mean([r["msre_last_bin"] for r in rs])),
                          std=float(v.std(ddof=1)) if len(v) > 1 else 0.0, lo=float(lo[0]), hi=float(hi[0]),

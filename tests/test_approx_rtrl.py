@@ -302,7 +302,7 @@ def test_report_script_selects_and_tabulates(tmp_path):
     p = run("report", str(rep), "--out", str(out), "--selected", str(out / "selected_lr.csv"))
     assert p.returncode == 0, p.stderr
     text = (out / "README.md").read_text()
-    assert "old" not in text and "| dense RNN, UORO | approximate RTRL, general cell | - | 1,700 |" in text
+    assert "old" not in text and "| dense RNN, UORO | approximate RTRL, general cell | - | 1,700 | 40,000 |" in text
     assert text.startswith("x\n") and text.endswith("<!-- /approx-rtrl tables -->\ny\n")
     for f in ("records.csv", "msre.md", "msre_vs_flops_isi10.png", "time_vs_flops_isi10.png"):
         assert (out / f).exists(), f
