@@ -13,6 +13,8 @@
 #   BUDGETS="-"  size budgets: "-" the script's default (a 64-unit RTU's parameters), N a recurrent-parameter budget
 #                (--param-budget), FN a FLOPs-per-step budget (--flops-budget: equal compute), e.g. BUDGETS="- F56591"
 #   SELECTED=results/approx_rtrl/selected_lr.csv   (PHASE=report only)
+#   LR_BUDGET=B  (PHASE=report only) every budget runs at the step size selected at budget B (e.g. "-"): a cheaper
+#                protocol than a selection per budget; pass the same --lr-budget to approx_rtrl_report.py report
 #   SUMMARIES=DIR  per-run JSON summaries, named by run ID (default RUNS_DIR/summaries/approx_rtrl_PHASE)
 # Example: PHASE=select scripts/approx_rtrl.sh --steps 50000 -j 1
 #          python scripts/approx_rtrl_report.py select RUNS/summaries/approx_rtrl_select --out results/approx_rtrl
@@ -47,8 +49,8 @@ for seed in $SEEDS; do
         if [[ $PHASE == select ]]; then
           lrs=${LRS:-1e-4 3e-4 1e-3 3e-3}
         else
-          lrs=${SELECTED_LR[$isi/$arch/$T/$P]:-}
-          [[ -n $lrs ]] || { echo "error: no selected step size for ISI $isi, $arch, T $T, budget $P in $SELECTED" >&2; exit 2; }
+          lrs=${SELECTED_LR[$isi/$arch/$T/${LR_BUDGET:-$P}]:-}
+          [[ -n $lrs ]] || { echo "error: no selected step size for ISI $isi, $arch, T $T, budget ${LR_BUDGET:-$P} in $SELECTED" >&2; exit 2; }
         fi
         for lr in $lrs; do
           setting=td_$arch opt=(--learning-rate "$lr")

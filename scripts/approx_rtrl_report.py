@@ -5,8 +5,9 @@
         lowest mean MSRE over the selection seeds; a step size with a diverged seed (the run stopped on a non-finite
         TD error: no summary, "non-finite" in its log under RUNS/.logs) is not eligible. Writes selected_lr.csv
         (read by approx_rtrl.sh PHASE=report), selection_runs.csv (every selection run) and selection.md.
-    python scripts/approx_rtrl_report.py report SUMMARIES... --out results/approx_rtrl
-        From the report runs (PHASE=report): checks that every run used its selected step size and that all runs have
+    python scripts/approx_rtrl_report.py report SUMMARIES... --out results/approx_rtrl [--selected CSV [--lr-budget B]]
+        From the report runs (PHASE=report): checks that every run used its selected step size (with --lr-budget B:
+        the one selected at budget B, for the runs of approx_rtrl.sh LR_BUDGET=B) and that all runs have
         the same length, then writes records.csv (one row per run, the columns of trace_records.csv from
         scripts/trace_conditioning_report.py, so scripts/results_md.py's trace() reads it), msre.md (the
         tables), msre_vs_flops_isi*.png, time_vs_flops_isi*.png (and msre_vs_params_isi*.png when there is more than
@@ -296,7 +297,7 @@ def report(args):
             sel = {(int(r["isi"]), r["arch"], r["tbptt_len"], r["budget"]): float(r["learning_rate"])
                    for r in csv.DictReader(f)}
         for r in recs:
-            want = sel.get(config_key(r))
+            want = sel.get(config_key(r)[:3] + (args.lr_budget or r["budget"],))
             if want is None or not np.isclose(r["learning_rate"], want, rtol=1e-9):
                 sys.exit(f"error: {r['run_name']} ran with step size {r['learning_rate']}, selected: {want}")
     seen = set()
@@ -346,6 +347,8 @@ def main(argv=None):
     r.add_argument("summaries", nargs="+")
     r.add_argument("--out", required=True)
     r.add_argument("--selected", help="selected_lr.csv: check that every run used its selected step size")
+    r.add_argument("--lr-budget", help="check every budget's runs against the step size selected at this budget (the "
+                   "runs of approx_rtrl.sh LR_BUDGET=...)")
     r.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
     args = p.parse_args(argv)
     select(args) if args.cmd == "select" else report(args)

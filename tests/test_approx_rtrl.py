@@ -262,8 +262,8 @@ def test_report_script_selects_and_tabulates(tmp_path):
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = os.path.join(root, "scripts", "approx_rtrl_report.py")
 
-    def summary(folder, arch, T, lr, seed, msre, isi=10):
-        setting = f"td_{arch}" + (f"_T{T}" if T else "") + f"_lr{lr}"
+    def summary(folder, arch, T, lr, seed, msre, isi=10, budget=""):
+        setting = f"td_{arch}" + (f"_T{T}" if T else "") + budget + f"_lr{lr}"
         s = dict(arch=arch, isi=isi, seed=seed, steps=1000, msre=msre, msre_last_bin=msre, params=1700,
                  tbptt_len=T, flops_per_step=40000 if not T else 10000 * T, sec_per_step=1e-3,
                  learning_rate=float(lr), gamma=0.9, td_lambda=0.9, num_distractors=10, hidden_size=18,
@@ -313,6 +313,14 @@ def test_report_script_selects_and_tabulates(tmp_path):
     assert results_md.trace("records.csv", 10, "rnn_uoro", None, 1700) == "0.12"  # mean of 0.11, 0.12, 0.13
     summary(rep, "gru_tbptt", 4, "1e-3", 4, 0.2)  # a run at a step size that was not selected
     assert run("report", str(rep), "--out", str(out), "--selected", str(out / "selected_lr.csv")).returncode != 0
+    os.remove(rep / "td_gru_tbptt_T4_lr1e-3__4.json")
+    # another budget at the step size selected at the default budget (approx_rtrl.sh LR_BUDGET=-): refused unless
+    # the report is told so
+    summary(rep, "rnn_uoro", None, "1e-3", 1, 0.3, budget="_P800")
+    assert run("report", str(rep), "--out", str(out), "--selected", str(out / "selected_lr.csv")).returncode != 0
+    p = run("report", str(rep), "--out", str(out), "--selected", str(out / "selected_lr.csv"), "--lr-budget", "-")
+    assert p.returncode == 0, p.stderr
+    assert "| dense RNN, UORO | approximate RTRL, general cell | 800 |" in (out / "msre.md").read_text()
 
 
 def test_report_script_loads_each_run_once_and_keeps_step_sizes_apart(tmp_path):

@@ -374,7 +374,7 @@ SWEEP_COUNTS = {  # default grids
 }
 KNOBS = ("SEEDS", "STEPS", "WORKERS", "RUNS_DIR", "FILTER", "PYTHON", "ENVS", "ARCHS", "BASES", "EXTRA_BASES", "ISIS",
          "TBPTT_LENS", "BUDGETS", "SUMMARIES", "METHODS", "SEGMENT_LENS", "COPY_METHODS", "COPY_LEN", "COPY_ARGS", "SETTINGS",
-         "FAMILY", "LRS", "SELECTED", "SETTING", "LEARNERS", "PHASE")
+         "FAMILY", "LRS", "SELECTED", "SETTING", "LEARNERS", "PHASE", "LR_BUDGET")
 
 
 def sweep(name, *args, runs, env=None, check=True):
@@ -687,6 +687,19 @@ def test_approx_rtrl_sweep_budgets(tmp_path):
     assert len(out) == 2 * 3 and len(set(out)) == 6
     assert sum("--flops-budget 56591" in x and "_F56591_lr1e-3 " in x for x in out) == 2
     assert sum("--param-budget 800" in x and "_P800_lr1e-3 " in x for x in out) == 2
+
+
+def test_approx_rtrl_report_phase_step_size_from_another_budget(tmp_path):
+    """PHASE=report reads each learner's step size at its own budget, or at LR_BUDGET's; a missing one is an error."""
+    import re
+
+    sel = tmp_path / "sel.csv"
+    sel.write_text("isi,arch,tbptt_len,budget,learning_rate,selection_msre\n10,rnn_uoro,-,-,3e-4,0.1\n")
+    env = dict(LEARNERS="rnn_uoro", BUDGETS="- 800", ISIS="10", PHASE="report", SELECTED=str(sel))
+    p = sweep("approx_rtrl", "-n", "--seeds", "1", runs=tmp_path / "runs", env=env, check=False)
+    assert p.returncode != 0 and "no selected step size for ISI 10, rnn_uoro, T -, budget 800" in p.stderr
+    out = sweep("approx_rtrl", "-n", "--seeds", "1", runs=tmp_path / "runs", env=dict(env, LR_BUDGET="-")).stdout
+    assert sorted(re.findall(r"--exp-name (\S+)", out)) == ["td_rnn_uoro_P800_lr3e-4", "td_rnn_uoro_lr3e-4"]
 
 
 def test_bench_command_line_hides_local_paths():
