@@ -8,7 +8,9 @@ task and seed (for example one that diverged: the scripts stop on a non-finite l
 
     python scripts/select_step_size.py --runs runs_lr --envs '-[PV]-v5$' --out results/mujoco_pv/step_size
 writes selected_lr.csv (setting,learning_rate,score: what SELECTED=... scripts/mujoco_pv.sh reads), scores.csv (one
-row per run), summary.md and sensitivity.png (normalised score against step size, per task and their mean).
+row per run), summary.md and sensitivity.png (normalised score against step size, per task and their mean). A setting
+whose selected step size is the largest or smallest it ran is flagged ("edge" in summary.md, a warning on stderr):
+its best may lie outside the grid, so extend the grid (step_size.sh LRS=...) before running the comparison.
 """
 import argparse
 import csv
@@ -63,6 +65,17 @@ def select(runs):
     return rows, dict(table), selected, envs, seeds
 
 
+def grid_edges(table, selected):
+    """{setting: "largest" or "smallest"} for the settings whose selected step size is at the edge of the step sizes
+    they ran (diverged ones included: a larger step size that diverged bounds the grid)."""
+    edges = {}
+    for setting, (lr, _) in selected.items():
+        tested = sorted(table[setting], key=float)
+        if len(tested) > 1 and lr in (tested[0], tested[-1]):
+            edges[setting] = "largest" if lr == tested[-1] else "smallest"
+    return edges
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", nargs="+", required=True, help="directories holding the runs of scripts/step_size.sh")
@@ -84,6 +97,7 @@ def main(argv=None):
         for setting in sorted(selected):
             w.writerow([setting, selected[setting][0], f"{selected[setting][1]:.6g}"])
     lrs = sorted({lr for by_lr in table.values() for lr in by_lr}, key=float)
+    edges = grid_edges(table, selected)
     lines = [f"Tasks: {', '.join(envs)}; seeds: {' '.join(map(str, seeds))}. Mean normalised whole-run return "
              "(- : a run is missing); the selected step size in bold.", "",
              "| setting | " + " | ".join(lrs) + " | selected |", "|-" * (len(lrs) + 2) + "|"]
@@ -93,7 +107,8 @@ def main(argv=None):
             v = table[setting].get(lr)
             cell = "-" if v is None else fmt(v)
             cells.append(f"**{cell}**" if setting in selected and selected[setting][0] == lr else cell)
-        lines.append(f"| {setting} | " + " | ".join(cells) + f" | {selected.get(setting, ('none',))[0]} |")
+        edge = " (edge: extend the grid)" if setting in edges else ""
+        lines.append(f"| {setting} | " + " | ".join(cells) + f" | {selected.get(setting, ('none',))[0]}{edge} |")
     with open(os.path.join(args.out, "summary.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     colors = colors_for(sorted(table))
@@ -121,6 +136,9 @@ def main(argv=None):
     if incomplete:
         print(f"{len(incomplete)} unfinished run(s) ignored")
     print(f"wrote {args.out}/selected_lr.csv, scores.csv, summary.md, sensitivity.png")
+    for setting, which in sorted(edges.items()):
+        print(f"warning: {setting} selected {selected[setting][0]}, the {which} step size it ran: its best may lie "
+              "outside the grid", file=sys.stderr)
 
 
 if __name__ == "__main__":

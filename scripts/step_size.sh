@@ -11,6 +11,8 @@
 #   FAMILY=mujoco scripts/step_size.sh -j 2 --runs-dir runs_lr
 #   python scripts/select_step_size.py --runs runs_lr --envs '-[PV]-v5$' --out results/mujoco_pv/step_size
 #   SELECTED=results/mujoco_pv/step_size/selected_lr.csv scripts/mujoco_pv.sh -j 2
+# If select_step_size.py warns that a setting picked the grid's edge, run every setting at the next step size
+# (e.g. LRS="3e-3") and select again: the same grid for every architecture.
 source "$(dirname "${BASH_SOURCE[0]}")/sweep_lib.sh"
 sweep_init step_size "101" 300000 "$@"
 case ${FAMILY:-mujoco} in

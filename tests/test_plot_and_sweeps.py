@@ -397,7 +397,7 @@ def test_sweep_dry_run(name, tmp_path):
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
 
 
-def test_step_size_selection_and_selected_sweep(plot, tmp_path):
+def test_step_size_selection_and_selected_sweep(plot, tmp_path, capsys):
     """select_step_size.py on runs with a known answer, then a sweep at the selected step sizes."""
     spec = importlib.util.spec_from_file_location("select_step_size", os.path.join(SCRIPTS, "select_step_size.py"))
     sel = importlib.util.module_from_spec(spec)
@@ -405,8 +405,10 @@ def test_step_size_selection_and_selected_sweep(plot, tmp_path):
     runs = tmp_path / "runs"
     runs.mkdir()
     # whole-run mean return = base[setting][lr] * task scale; ppo_mlp is best at 1e-3 except that one of its 1e-3
-    # runs is missing (a diverged run), which leaves 3e-4 as its best eligible step size
-    base = {"ppo_gru_tbptt": {"1e-4": 1.0, "3e-4": 3.0, "1e-3": 2.0}, "ppo_mlp": {"1e-4": 0.5, "3e-4": 1.5, "1e-3": 9.0}}
+    # runs is missing (a diverged run), which leaves 3e-4 as its best eligible step size; ppo_lru_tbptt is best at
+    # its largest step size, the edge of the grid
+    base = {"ppo_gru_tbptt": {"1e-4": 1.0, "3e-4": 3.0, "1e-3": 2.0}, "ppo_mlp": {"1e-4": 0.5, "3e-4": 1.5, "1e-3": 9.0},
+            "ppo_lru_tbptt": {"1e-4": 1.0, "3e-4": 2.0, "1e-3": 3.0}}
     for env, scale in (("EnvA-v0", 1.0), ("EnvB-v0", 100.0)):
         for setting, by_lr in base.items():
             for lr, v in by_lr.items():
@@ -418,9 +420,12 @@ def test_step_size_selection_and_selected_sweep(plot, tmp_path):
     sel.main(["--runs", str(runs), "--out", str(tmp_path / "sel")])
     with open(tmp_path / "sel" / "selected_lr.csv") as f:
         chosen = {r["setting"]: r["learning_rate"] for r in csv.DictReader(f)}
-    assert chosen == {"ppo_gru_tbptt": "3e-4", "ppo_mlp": "3e-4"}
+    assert chosen == {"ppo_gru_tbptt": "3e-4", "ppo_mlp": "3e-4", "ppo_lru_tbptt": "1e-3"}
     assert (tmp_path / "sel" / "sensitivity.png").exists()
-    assert "| ppo_mlp | " in (tmp_path / "sel" / "summary.md").read_text()
+    summary = (tmp_path / "sel" / "summary.md").read_text()
+    assert "| ppo_mlp | " in summary and " | 1e-3 (edge: extend the grid) |" in summary
+    assert summary.count("(edge") == 1  # ppo_mlp's diverged 1e-3 bounds its grid: 3e-4 is not an edge
+    assert "warning: ppo_lru_tbptt selected 1e-3, the largest step size it ran" in capsys.readouterr().err
     env = dict(SELECTED=str(tmp_path / "sel" / "selected_lr.csv"), ARCHS="ppo_gru_tbptt ppo_mlp")
     lines = sweep("mujoco_pv", "-n", runs=runs, env=env).stdout.splitlines()
     assert len(lines) == 4 * 2 * 3 and all(line.endswith("--learning-rate 3e-4") for line in lines)
