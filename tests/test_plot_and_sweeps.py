@@ -7,6 +7,7 @@ import gzip
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -659,7 +660,6 @@ def test_sweep_slurm_array(tmp_path, fake):
 
 def test_sweep_flags_exist_in_scripts(tmp_path):
     """Every --flag a sweep passes is a field of the target script's Args (catches renamed CLI options)."""
-    import re
 
     checked = set()
     for name in SWEEP_COUNTS:
@@ -696,7 +696,6 @@ def test_approx_rtrl_sweep_budgets(tmp_path):
 
 def test_approx_rtrl_report_phase_step_size_from_another_budget(tmp_path):
     """PHASE=report reads each learner's step size at its own budget, or at LR_BUDGET's; a missing one is an error."""
-    import re
 
     sel = tmp_path / "sel.csv"
     sel.write_text("isi,arch,tbptt_len,budget,learning_rate,selection_msre\n10,rnn_uoro,-,-,3e-4,0.1\n")
@@ -708,8 +707,6 @@ def test_approx_rtrl_report_phase_step_size_from_another_budget(tmp_path):
 
 
 def test_bench_command_line_hides_local_paths():
-    import importlib.util
-
     spec = importlib.util.spec_from_file_location("bench_sps", os.path.join(SCRIPTS, "bench_sps.py"))
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
