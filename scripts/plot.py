@@ -430,6 +430,8 @@ def plot_curves(runs, tasks, archs, colors, args):
             target.set_xlabel(args.xlabel)
             target.set_ylabel(args.tag.split("/")[-1].replace("_", " "))
             target.grid(alpha=0.3)
+            if args.ylim:
+                target.set_ylim(*args.ylim)
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(args.out, "curves", f"{task}.png"), dpi=120)
@@ -626,6 +628,8 @@ def parse_args(argv=None):
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--tag", default="charts/episodic_return", help="scalar tag of the curves and scores")
     p.add_argument("--xlabel", default="environment steps", help="x-axis label of the curves (the TensorBoard step)")
+    p.add_argument("--ylim", type=float, nargs=2, metavar=("LO", "HI"), help="y-axis range of the curves (default: "
+                   "fit to the data; a diverged run can squash the others)")
     p.add_argument("--popgym", action="store_true", help="also report MMER (POPGym's metric)")
     p.add_argument("--envs", help="regex: only tasks (env ids) matching it")
     p.add_argument("--exps", help="regex: only architectures (exp names) matching it")
@@ -658,6 +662,8 @@ def parse_args(argv=None):
                 "drop --include-incomplete")
     if args.entropy_tag in (args.tag, args.batch_tag):
         p.error("--entropy-tag must differ from --tag and --batch-tag (only its first and last values are kept)")
+    if args.ylim and not args.ylim[0] < args.ylim[1]:
+        p.error("--ylim LO HI needs LO < HI")
     if not 0 < args.last_frac <= 1:
         p.error("--last-frac must be in (0, 1]")
     return args

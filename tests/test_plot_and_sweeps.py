@@ -686,6 +686,18 @@ def test_plot_compare_probability_of_improvement(plot, tmp_path, rl_report):
     assert (out / "profiles_final.png").stat().st_size > 0
 
 
+def test_plot_ylim(plot, tmp_path, rl_report, monkeypatch):
+    """--ylim sets the range of every curve axis (per task and combined); a range with LO >= HI is an error."""
+    import matplotlib.axes
+    ranges = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylim", lambda self, *a, **k: ranges.append(a))
+    plot.main(["--runs", str(rl_report.parent / "runs"), "--out", str(tmp_path / "y"), "--reps", "20",
+               "--ylim", "-2", "5"])
+    assert ranges.count((-2.0, 5.0)) == 4  # 2 tasks x (own figure, combined figure)
+    with pytest.raises(SystemExit):
+        plot.parse_args(["--runs", "r", "--out", "o", "--ylim", "5", "5"])
+
+
 def test_approx_rtrl_sweep_budgets(tmp_path):
     env = dict(LEARNERS="gru_tbptt:16 rnn_uoro", BUDGETS="- 800 F56591", LRS="1e-3", ISIS="10")
     out = sweep("approx_rtrl", "-n", runs=tmp_path / "runs", env=env).stdout.splitlines()
