@@ -14,6 +14,7 @@ import time
 
 from pathlib import Path
 
+import matplotlib.axes
 import numpy as np
 import pytest
 
@@ -660,7 +661,6 @@ def test_sweep_slurm_array(tmp_path, fake):
 
 def test_sweep_flags_exist_in_scripts(tmp_path):
     """Every --flag a sweep passes is a field of the target script's Args (catches renamed CLI options)."""
-
     checked = set()
     for name in SWEEP_COUNTS:
         for line in sweep(name, "-n", runs=tmp_path / "runs", env=dict(BUDGETS="1000")).stdout.splitlines():
@@ -688,7 +688,6 @@ def test_plot_compare_probability_of_improvement(plot, tmp_path, rl_report):
 
 def test_plot_ylim(plot, tmp_path, rl_report, monkeypatch):
     """--ylim sets the range of every curve axis (per task and combined); a range with LO >= HI is an error."""
-    import matplotlib.axes
     ranges = []
     monkeypatch.setattr(matplotlib.axes.Axes, "set_ylim", lambda self, *a, **k: ranges.append(a))
     plot.main(["--runs", str(rl_report.parent / "runs"), "--out", str(tmp_path / "y"), "--reps", "20",
@@ -708,7 +707,6 @@ def test_approx_rtrl_sweep_budgets(tmp_path):
 
 def test_approx_rtrl_report_phase_step_size_from_another_budget(tmp_path):
     """PHASE=report reads each learner's step size at its own budget, or at LR_BUDGET's; a missing one is an error."""
-
     sel = tmp_path / "sel.csv"
     sel.write_text("isi,arch,tbptt_len,budget,learning_rate,selection_msre\n10,rnn_uoro,-,-,3e-4,0.1\n")
     env = dict(LEARNERS="rnn_uoro", BUDGETS="- 800", ISIS="10", PHASE="report", SELECTED=str(sel))
