@@ -1,4 +1,5 @@
-"""Plot validation accuracy curves of copy_task_elstm.py runs from the curve.csv each run writes.
+"""Plot validation accuracy curves of copy_task_elstm.py runs from the curve.csv each run writes, against training
+sequences, updates (log scale: BPTT makes one update per batch, RTRL one per token) and wall time.
 
 Usage: python scripts/copy_task_plot.py OUT.png RUN_DIR [RUN_DIR ...]
 summary(RUN_DIR) returns a run's last evaluation and best validation sequence accuracy (scripts/results_md.py reads it).
@@ -30,21 +31,28 @@ def summary(run_dir):
 
 
 def main(out, run_dirs):
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
     for run_dir in run_dirs:
         rows = curve(run_dir)
         label = os.path.basename(run_dir.rstrip("/"))
         seqs = [int(r["sequences"]) for r in rows]
+        updates = [int(r["updates"]) for r in rows]
         wall = [float(r["wall_time"]) / 60 for r in rows]
-        for ax, x in zip(axes, (seqs, wall)):
-            ax.plot(x, [100 * float(r["val_seq_acc"]) for r in rows], label=f"{label}: sequence acc.")
-            ax.plot(x, [100 * float(r["val_token_acc"]) for r in rows], linestyle="--", label=f"{label}: bit acc.")
+        seq_acc = [100 * float(r["val_seq_acc"]) for r in rows]
+        bit_acc = [100 * float(r["val_token_acc"]) for r in rows]
+        for ax, x in zip(axes, (seqs, updates, wall)):
+            keep = [i for i in range(len(rows)) if ax is not axes[1] or updates[i] > 0]  # log axis: no 0
+            (line,) = ax.plot([x[i] for i in keep], [seq_acc[i] for i in keep], label=f"{label}: sequence acc.")
+            ax.plot([x[i] for i in keep], [bit_acc[i] for i in keep], linestyle="--", color=line.get_color(),
+                    label=f"{label}: bit acc.")
         s = summary(run_dir)
         print(f"{label}: {s['evaluations']} evaluations; last: sequences={s['sequences']} updates={s['updates']} "
               f"wall_time={s['wall_time']:.2f}s val_token_acc={s['val_token_acc']:.2f}% "
               f"val_seq_acc={s['val_seq_acc']:.2f}%; best val_seq_acc={s['best_val_seq_acc']:.2f}%")
     axes[0].set_xlabel("training sequences")
-    axes[1].set_xlabel("wall time (min)")
+    axes[1].set_xlabel("updates")
+    axes[1].set_xscale("log")
+    axes[2].set_xlabel("wall time (min)")
     for ax in axes:
         ax.set_ylabel("validation accuracy (%)")
         ax.set_ylim(0, 101)
@@ -54,6 +62,7 @@ def main(out, run_dirs):
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     print(f"saved {out}")
+    return fig
 
 
 if __name__ == "__main__":

@@ -723,3 +723,23 @@ def test_bench_command_line_hides_local_paths():
     argv = ["--rounds", "3", "--official", "/home/me/rtus.git", "--cleanrl=/home/me/cleanrl", "--out", "x.md"]
     assert bench.public_argv(argv) == ["--rounds", "3", "--official", "<git mirror of esraaelelimy/rtus>",
                                        "--cleanrl=<git mirror of vwxyzjn/cleanrl>", "--out", "x.md"]
+
+
+def test_copy_task_plot_against_updates(tmp_path):
+    """scripts/copy_task_plot.py: accuracy against sequences, updates (log axis, the evaluation at 0 updates left out)
+    and wall time; fails if the updates panel is missing or plots the 0."""
+    spec = importlib.util.spec_from_file_location("copy_task_plot", os.path.join(SCRIPTS, "copy_task_plot.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    run = tmp_path / "copy50__copy_task_elstm__bptt__1__9"
+    run.mkdir()
+    (run / "curve.csv").write_text("sequences,updates,tokens,wall_time,train_loss,val_loss,val_token_acc,val_seq_acc\n"
+                                   "0,0,0,0.5,0.7,0.7,0.5,0.01\n128,1,900,60,0.6,0.6,0.6,0.2\n"
+                                   "256,2,1800,120,0.5,0.5,0.7,0.15\n")
+    fig = mod.main(str(tmp_path / "copy.png"), [str(run)])
+    assert (tmp_path / "copy.png").exists()
+    seqs, updates, wall = fig.axes
+    assert [ax.get_xlabel() for ax in fig.axes] == ["training sequences", "updates", "wall time (min)"]
+    assert updates.get_xscale() == "log"
+    assert list(updates.lines[0].get_xdata()) == [1, 2] and list(updates.lines[0].get_ydata()) == [20.0, 15.0]
+    assert list(seqs.lines[0].get_xdata()) == [0, 128, 256] and list(wall.lines[1].get_xdata()) == [0.5 / 60, 1, 2]
