@@ -40,11 +40,10 @@ def main(out, run_dirs):
         wall = [float(r["wall_time"]) / 60 for r in rows]
         seq_acc = [100 * float(r["val_seq_acc"]) for r in rows]
         bit_acc = [100 * float(r["val_token_acc"]) for r in rows]
-        for ax, x in zip(axes, (seqs, updates, wall)):
-            keep = [i for i in range(len(rows)) if ax is not axes[1] or updates[i] > 0]  # log axis: no 0
-            (line,) = ax.plot([x[i] for i in keep], [seq_acc[i] for i in keep], label=f"{label}: sequence acc.")
-            ax.plot([x[i] for i in keep], [bit_acc[i] for i in keep], linestyle="--", color=line.get_color(),
-                    label=f"{label}: bit acc.")
+        # updates start at 0 and only grow: the log axis skips the leading evaluations at 0
+        for ax, x, first in zip(axes, (seqs, updates, wall), (0, updates.count(0), 0)):
+            (line,) = ax.plot(x[first:], seq_acc[first:], label=f"{label}: sequence acc.")
+            ax.plot(x[first:], bit_acc[first:], linestyle="--", color=line.get_color(), label=f"{label}: bit acc.")
         s = summary(run_dir)
         print(f"{label}: {s['evaluations']} evaluations; last: sequences={s['sequences']} updates={s['updates']} "
               f"wall_time={s['wall_time']:.2f}s val_token_acc={s['val_token_acc']:.2f}% "

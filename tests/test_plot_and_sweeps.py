@@ -22,12 +22,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "scripts")
 
 
-@pytest.fixture(scope="module")
-def plot():
-    spec = importlib.util.spec_from_file_location("plot_script", os.path.join(SCRIPTS, "plot.py"))
+def load_script(name):
+    """scripts/NAME.py as a module."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", os.path.join(SCRIPTS, f"{name}.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def plot():
+    return load_script("plot")
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -321,9 +326,7 @@ def test_plot_duplicate_runs_are_an_error(plot, tmp_path):
 
 # ------------------------------------------------------------------------------------------------ trace conditioning
 def test_trace_conditioning_report(tmp_path):
-    spec = importlib.util.spec_from_file_location("trace_report", os.path.join(SCRIPTS, "trace_conditioning_report.py"))
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = load_script("trace_conditioning_report")
     summ = tmp_path / "summaries"
     summ.mkdir()
     recs = []
@@ -401,9 +404,7 @@ def test_sweep_dry_run(name, tmp_path):
 
 def test_step_size_selection_and_selected_sweep(plot, tmp_path, capsys):
     """select_step_size.py on runs with a known answer, then a sweep at the selected step sizes."""
-    spec = importlib.util.spec_from_file_location("select_step_size", os.path.join(SCRIPTS, "select_step_size.py"))
-    sel = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sel)
+    sel = load_script("select_step_size")
     runs = tmp_path / "runs"
     runs.mkdir()
     # whole-run mean return = base[setting][lr] * task scale; ppo_mlp is best at 1e-3 except that one of its 1e-3
@@ -717,9 +718,7 @@ def test_approx_rtrl_report_phase_step_size_from_another_budget(tmp_path):
 
 
 def test_bench_command_line_hides_local_paths():
-    spec = importlib.util.spec_from_file_location("bench_sps", os.path.join(SCRIPTS, "bench_sps.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("bench_sps")
     argv = ["--rounds", "3", "--official", "/home/me/rtus.git", "--cleanrl=/home/me/cleanrl", "--out", "x.md"]
     assert bench.public_argv(argv) == ["--rounds", "3", "--official", "<git mirror of esraaelelimy/rtus>",
                                        "--cleanrl=<git mirror of vwxyzjn/cleanrl>", "--out", "x.md"]
@@ -728,9 +727,7 @@ def test_bench_command_line_hides_local_paths():
 def test_copy_task_plot_against_updates(tmp_path):
     """scripts/copy_task_plot.py: accuracy against sequences, updates (log axis, the evaluation at 0 updates left out)
     and wall time; fails if the updates panel is missing or plots the 0."""
-    spec = importlib.util.spec_from_file_location("copy_task_plot", os.path.join(SCRIPTS, "copy_task_plot.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("copy_task_plot")
     run = tmp_path / "copy50__copy_task_elstm__bptt__1__9"
     run.mkdir()
     (run / "curve.csv").write_text("sequences,updates,tokens,wall_time,train_loss,val_loss,val_token_acc,val_seq_acc\n"
