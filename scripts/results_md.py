@@ -9,7 +9,7 @@ A generated part is a cog block hidden in HTML comments; its output is the lines
 
 Every block runs after `from results_md import *` (and out = cog.outl), with paths relative to the README's folder. The functions below
 read the committed outputs (CSV = a scores.csv written by scripts/plot.py); means, stds and values get 1 decimal when
-|mean| >= 100, else 3; std is the sample std over seeds (none when n = 1). rl_run and copy_run read one run's
+|mean| >= 100, else 3; std is the sample std over seeds (none when n = 1). rl_run, copy_run and copy_best read one run's
 exported scalars or curve with the script that reports that kind of run (ppo_report.py, copy_task_plot.py).
 
     python scripts/results_md.py            regenerate every README.md under results/
@@ -229,6 +229,15 @@ def copy_run(path):
                 wall_time=f"{s['wall_time']:.0f} s", best=f"{s['best_val_seq_acc']:.2f}%",
                 seq_acc=f"{s['val_seq_acc']:.2f}%", token_acc=f"{s['val_token_acc']:.2f}%")
 
+
+def copy_best(path, t0, t1):
+    """The best validation sequence accuracy ("24.60%") of a copy-task run's evaluations at wall time t0 <= t < t1 (s),
+    from the curve.csv in its run folder."""
+    accs = [100 * float(r["val_seq_acc"]) for r in _script("copy_task_plot").curve(os.path.join(BASE, path))
+            if t0 <= float(r["wall_time"]) < t1]
+    if not accs:
+        raise ValueError(f"no evaluation of {path} at wall time in [{t0}, {t1}) s")
+    return f"{max(accs):.2f}%"
 
 def lastword(path, name):
     """The word after `name` on the last line of the file that has `name` followed by a word:

@@ -86,7 +86,8 @@ def sanity_run(folder):
 
 
 def test_run_numbers_hand_values(results_md, folder):
-    """rl_run (scripts/ppo_report.py's summary), copy_run (scripts/copy_task_plot.py's) and lastword on made-up runs."""
+    """rl_run (scripts/ppo_report.py's summary), copy_run (scripts/copy_task_plot.py's), copy_best and lastword on made-up
+    runs."""
     results_md.at(str(folder / "README.md"))
     sanity_run(folder)
     # first iteration: episode 1; final score: the last ceil(10% of 5) = 1 episode; MMER: max(1, (2+4)/2, (8+16)/2)
@@ -99,6 +100,10 @@ def test_run_numbers_hand_values(results_md, folder):
                                    "200,80,1800,24.6,0.5,0.5,0.7,0.15\n")
     assert results_md.copy_run(run.name) == dict(seed="3", sequences="200", updates="80", wall_time="25 s",
                                                  best="20.00%", seq_acc="15.00%", token_acc="70.00%")
+    # evaluations at 0.5 s, 12.3 s, 24.6 s: the window [12.3, 30) holds the last two, [1, 12) none
+    assert results_md.copy_best(run.name, 12.3, 30) == "20.00%" and results_md.copy_best(run.name, 20, 30) == "15.00%"
+    with pytest.raises(ValueError):
+        results_md.copy_best(run.name, 1, 12)
     (folder / "out.txt").write_text("delay 1\nit 0 env steps 10 accuracy 0.5 entropy 1.3\n"
                                     "it 1 env steps 20 accuracy 0.7\n")
     assert [results_md.lastword("out.txt", w) for w in ("env steps", "accuracy", "entropy")] == ["20", "0.7", "1.3"]
