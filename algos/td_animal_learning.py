@@ -27,17 +27,19 @@
 # Run length: --total-steps 100000 takes about a minute for the RTRL learners on one core of a 2-core CPU (about
 # 0.55-0.62 ms of CPU time per step, see results/perf/rtrl_vs_tbptt.md); T-BPTT costs grow with T (GRU, T = 16: 2.1 ms).
 # The source papers' runs are much longer (their exact step count was not checked here); use --total-steps to match
-# them.
+# them. A run checkpoints every --checkpoint-interval MSRE bins and continues exactly with --resume runs/<run> (a
+# larger --total-steps extends a finished run).
 import datetime
 import json
 import math
 import os
+import pickle
 import random
 import subprocess
 import sys
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Literal, Optional, Tuple
 
 import numpy as np
@@ -123,6 +125,12 @@ class Args:
     """width (in steps) of the bins of the binned MSRE curve"""
     summary_path: Optional[str] = None
     """if set, write a one-run summary there: JSON if it ends in .json, else append a row to a CSV file"""
+
+    # Checkpoints
+    checkpoint_interval: int = 10
+    """save `runs/{run_name}/checkpoint.pt` every N MSRE bins and at the end (0: only at the end)"""
+    resume: Optional[str] = None
+    """continue the run in this run dir from its checkpoint (its saved args; a larger --total-steps extends it)"""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -740,6 +748,8 @@ def check_args(args):
         raise ValueError(f"--gamma must be in [0, 1), got {gamma}")
     if not 0.0 <= args.td_lambda <= 1.0:
         raise ValueError(f"--td-lambda must be in [0, 1], got {args.td_lambda}")
+    if args.checkpoint_interval < 0:
+        raise ValueError(f"--checkpoint-interval must be >= 0, got {args.checkpoint_interval}")
     for name in ("total_steps", "tbptt_len", "msre_bin"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
@@ -774,6 +784,39 @@ def write_summary(path, summary):
         f.write(",".join(str(v).replace(",", ";") for v in summary.values()) + "\n")
 
 
+def resume_args(args):
+    """--resume RUN_DIR: the run's saved Args and checkpoint. A flag given now must equal the saved value, except a
+    larger --total-steps, which extends the run."""
+    path = os.path.join(args.resume, "checkpoint.pt")
+    if not os.path.isfile(path):
+        sys.exit(f"error: --resume {args.resume}: no checkpoint.pt there")
+    checkpoint = torch.load(path, weights_only=False)
+    if checkpoint["script"] != os.path.basename(__file__):
+        sys.exit(f"error: --resume {args.resume} is a run of {checkpoint['script']}, not {os.path.basename(__file__)}")
+    missing = [f.name for f in fields(Args) if f.name not in checkpoint["args"]]
+    if missing:  # its defaults may not be what the run used
+        sys.exit(f"error: --resume {args.resume}: the checkpoint predates --{missing[0].replace('_', '-')}; start the run over")
+    saved, default = Args(**checkpoint["args"]), Args()
+    for f in fields(Args):
+        given = getattr(args, f.name)
+        if f.name in ("resume", "total_steps"):
+            continue
+        if given != getattr(default, f.name) and given != getattr(saved, f.name):
+            sys.exit(f"error: --{f.name.replace('_', '-')} {given} differs from the resumed run's {getattr(saved, f.name)}")
+    if args.total_steps != default.total_steps and args.total_steps != saved.total_steps:
+        if args.total_steps < checkpoint["global_step"]:
+            sys.exit(f"error: --total-steps {args.total_steps} is below the run's {checkpoint['global_step']} steps")
+        saved.total_steps = args.total_steps
+    saved.resume = args.resume
+    return saved, checkpoint
+
+
+def save_checkpoint(path, checkpoint):
+    """Write to a temporary file, then rename: a kill at any moment leaves the previous checkpoint intact."""
+    torch.save(checkpoint, path + ".tmp")
+    os.replace(path + ".tmp", path)
+
+
 def write_done_marker(run_dir, args, global_step, iterations, wall_time):
     """The completion marker that sweeps and plots read: the full configuration, the steps done and the commit."""
     try:
@@ -789,20 +832,33 @@ def write_done_marker(run_dir, args, global_step, iterations, wall_time):
 
 
 def main(args: Args):
+    checkpoint = None
+    if args.resume:
+        args, checkpoint = resume_args(args)
     try:
         isi_interval, gamma = check_args(args)
     except ValueError as e:
         sys.exit(f"error: {e}")
     env_name = f"TraceConditioning-ISI{isi_interval[0]}-{isi_interval[1]}"
     run_name = f"{env_name}__{args.exp_name}__{args.arch}__{args.seed}__{int(time.time())}"
+    run_dir = f"runs/{run_name}"
+    if checkpoint is not None:
+        run_dir, run_name = args.resume, os.path.basename(os.path.normpath(args.resume))
+        if checkpoint["global_step"] >= args.total_steps:
+            print(f"{run_dir} already finished after {checkpoint['global_step']} steps")
+            return None
+        if os.path.exists(os.path.join(run_dir, "done.json")):
+            os.remove(os.path.join(run_dir, "done.json"))  # extended: no longer complete
     if args.track:
         import wandb
 
         wandb.init(project=args.wandb_project_name, entity=args.wandb_entity, sync_tensorboard=True,
                    config=vars(args), name=run_name, save_code=True)
-    writer = SummaryWriter(f"runs/{run_name}")
-    writer.add_text("hyperparameters",
-                    "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{k}|{v}|" for k, v in vars(args).items()])))
+    # on resume, TensorBoard drops what the interrupted run logged after its checkpoint (purge_step)
+    writer = SummaryWriter(run_dir, purge_step=None if checkpoint is None else checkpoint["global_step"] + 1)
+    if checkpoint is None:
+        writer.add_text("hyperparameters",
+                        "|param|value|\n|-|-|\n%s" % ("\n".join([f"|{k}|{v}|" for k, v in vars(args).items()])))
 
     # TRY NOT TO MODIFY: seeding
     random.seed(args.seed)
@@ -819,16 +875,21 @@ def main(args: Args):
     else:
         size = args.hidden_size or default_hidden_size(args.arch, D, args.param_budget, args.lru_readout_dim)
     learner = make_learner(args.arch, D, size, args, torch.Generator().manual_seed(args.seed))
+    if checkpoint is not None:  # the env and learner exactly as checkpointed: RNGs, recurrent state, traces, window
+        saved = pickle.loads(checkpoint["state"])
+        vars(env).update(saved["env"])
+        vars(learner).update(saved["learner"])
     params = learner.parameters()
     n_rec = sum(p.numel() for p in learner.recurrent_parameters())
     n_total = sum(p.numel() for p in params)
     flops = flops_per_step(args.arch, D, size, T, args.lru_readout_dim)
     print(f"{args.arch}: hidden_size={size} recurrent_params={n_rec} total_params={n_total} "
           f"flops_per_step={flops} obs_dim={D} isi_interval={isi_interval} gamma={gamma}")
-    writer.add_text("model/recurrent_params", f"{args.arch}: hidden_size={size}, recurrent parameters {n_rec}, "
-                    f"total parameters {n_total}, FLOPs per step {flops}")
-    writer.add_scalar("charts/recurrent_params", n_rec, 0)
-    writer.add_scalar("charts/flops_per_step", flops, 0)
+    if checkpoint is None:
+        writer.add_text("model/recurrent_params", f"{args.arch}: hidden_size={size}, recurrent parameters {n_rec}, "
+                        f"total parameters {n_total}, FLOPs per step {flops}")
+        writer.add_scalar("charts/recurrent_params", n_rec, 0)
+        writer.add_scalar("charts/flops_per_step", flops, 0)
     # fused Adam: one kernel for all parameter tensors (the default for-loop Adam costs ~4x more per step on CPU)
     optimizer = torch.optim.Adam(params, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
                                  eps=args.adam_eps, fused=True)
@@ -837,11 +898,37 @@ def main(args: Args):
 
     N = args.total_steps
     values, cumulants = np.zeros(N), np.zeros(N)
-    obs = env.reset()
+    t0, bin_from, bin_sq_td, wall_before = 0, 0, 0.0, 0.0  # bin_from: the first step of the current MSRE bin
+    if checkpoint is None:
+        obs = env.reset()
+    else:  # continue exactly where the checkpoint was taken
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        elig, v, grad = saved["elig"], saved["v"], saved["grad"]
+        t0 = checkpoint["global_step"]
+        values[:t0], cumulants[:t0] = saved["values"], saved["cumulants"]
+        bin_from, bin_sq_td = saved["bin"]
+        random.setstate(checkpoint["rng"][0])
+        np.random.set_state(checkpoint["rng"][1])
+        torch.set_rng_state(checkpoint["rng"][2])
+        wall_before = checkpoint["wall_time"]
+        print(f"resumed {run_dir} after {t0} steps")
     start_time = time.perf_counter()
-    v, grad = learner.step(torch.from_numpy(obs))  # v(o_0) and its gradient
-    bin_start, bin_sq_td = start_time, 0.0
-    for t in range(N):
+    if checkpoint is None:
+        v, grad = learner.step(torch.from_numpy(obs))  # v(o_0) and its gradient
+    timer = (start_time, t0)  # (time, step) of the last log: steps per second
+
+    def save_state(steps):
+        """Everything the next step needs: v(o_steps) and its gradient, the traces, the recorded values."""
+        writer.flush()  # everything logged up to here is on disk before the checkpoint says so
+        state = dict(env=vars(env), learner=vars(learner), elig=elig, v=v, grad=grad, values=values[:steps],
+                     cumulants=cumulants[:steps], bin=(bin_from, bin_sq_td))
+        save_checkpoint(f"{run_dir}/checkpoint.pt", dict(
+            script=os.path.basename(__file__), args=vars(args), global_step=steps, iteration=steps // args.msre_bin,
+            model={str(i): p.detach() for i, p in enumerate(params)}, optimizer=optimizer.state_dict(),
+            state=pickle.dumps(state), rng=(random.getstate(), np.random.get_state(), torch.get_rng_state()),
+            wall_time=wall_before + time.perf_counter() - start_time))
+
+    for t in range(t0, N):
         values[t] = v_t = v.item()
         obs, c = env.step()  # o_{t+1}, c_{t+1}
         cumulants[t] = c
@@ -860,13 +947,18 @@ def main(args: Args):
         bin_sq_td += delta * delta
 
         if (t + 1) % args.msre_bin == 0 or t + 1 == N:
-            now, steps = time.perf_counter(), (t % args.msre_bin) + 1
-            writer.add_scalar("charts/SPS", steps / (now - bin_start), t + 1)
-            writer.add_scalar("charts/sec_per_step", (now - bin_start) / steps, t + 1)
+            now, steps = time.perf_counter(), t + 1 - bin_from
+            writer.add_scalar("charts/SPS", (t + 1 - timer[1]) / (now - timer[0]), t + 1)
+            writer.add_scalar("charts/sec_per_step", (now - timer[0]) / (t + 1 - timer[1]), t + 1)
             writer.add_scalar("losses/td_error_sq", bin_sq_td / steps, t + 1)
             writer.add_scalar("charts/value_mean", float(values[t + 1 - steps: t + 1].mean()), t + 1)
-            bin_start, bin_sq_td = now, 0.0
-    sec_per_step = (time.perf_counter() - start_time) / N
+            timer = (now, t + 1)
+            if (t + 1) % args.msre_bin == 0:  # a bin is full; a run that ends mid-bin keeps it open (extension)
+                bin_from, bin_sq_td = t + 1, 0.0
+                if args.checkpoint_interval and (t + 1) // args.msre_bin % args.checkpoint_interval == 0 and t + 1 < N:
+                    save_state(t + 1)
+    wall_time = wall_before + time.perf_counter() - start_time
+    sec_per_step = wall_time / N
 
     # MSRE over the whole run and binned (G_t needs the future, so it is computed after the run)
     returns = compute_returns(cumulants, gamma)
@@ -889,9 +981,10 @@ def main(args: Args):
     print(f"FINAL_MSRE arch={args.arch} isi={args.isi} seed={args.seed} msre={final_msre:.6g} "
           f"msre_last_bin={last_bin:.6g} params={n_rec} flops_per_step={flops} sec_per_step={sec_per_step:.4g} "
           f"tbptt_len={summary['tbptt_len']} steps={N}")
+    save_state(N)
     writer.close()
     # one update per step: the run's steps are its iterations
-    write_done_marker(f"runs/{run_name}", args, N, N, time.perf_counter() - start_time)
+    write_done_marker(run_dir, args, N, N, wall_time)
     if args.track:
         wandb.finish()
     return summary

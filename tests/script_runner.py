@@ -61,7 +61,7 @@ def run_and_kill(script, args, cwd, after_iteration, timeout=300):
     return proc.returncode
 
 
-TIMING_TAGS = ("charts/SPS", "charts/rollout_time", "charts/update_time")
+TIMING_TAGS = ("charts/SPS", "charts/rollout_time", "charts/update_time", "charts/sec_per_step")
 
 
 def assert_same_run(cwd_a, cwd_b):

@@ -1,5 +1,5 @@
 """algos/td_animal_learning.py: trace-conditioning statistics, MSRE, exact gradients of every learner, smoke runs,
-the completion marker done.json and one-line errors.
+the completion marker done.json, checkpoints (kill and resume, extension) and one-line errors.
 
 The gradient references below are independent autograd unrolls of the model equations (triton_kernels/rtu.py,
 lru.py, PyTorch's GRU equations) over the full history, written with real arithmetic; they share no code with the
@@ -8,8 +8,10 @@ learners.
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ import torch
 import tyro
 
 import td_animal_learning as tdl
+from script_runner import assert_same_run, run_and_kill, run_script
 
 F64 = torch.float64
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -282,7 +285,8 @@ def test_bad_input_fails_clearly(tmp_path, monkeypatch, capsys):
                           (dict(learning_rate=-1.0), "learning-rate"), (dict(adam_beta1=1.0), "adam-beta1"),
                           (dict(adam_beta2=-0.5), "adam-beta2"), (dict(adam_eps=-1e-8), "adam-eps"),
                           (dict(flops_budget=10), "flops-budget"), (dict(flops_budget=0), "flops-budget"),
-                          (dict(flops_budget=10**5, param_budget=800), "at most one of")]:
+                          (dict(flops_budget=10**5, param_budget=800), "at most one of"),
+                          (dict(checkpoint_interval=-1), "checkpoint-interval")]:
         with pytest.raises(SystemExit) as e:
             tdl.main(tdl.Args(**{"total_steps": 10, **kwargs}))
         assert isinstance(e.value.code, str) and e.value.code.startswith("error:") and words in e.value.code
@@ -296,3 +300,79 @@ def test_divergence_fails_clearly(tmp_path, monkeypatch):
         tdl.main(tdl.Args(arch="rtu_linear", learning_rate=1e30, total_steps=2000, msre_bin=1000))
     assert isinstance(e.value.code, str) and "non-finite" in e.value.code
     assert not list(tmp_path.glob("runs/*/done.json"))  # not complete
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+# 30 bins of 100 steps, a checkpoint every 2 bins; 3 distractors (their RNG is in the env state). The learners cover
+# the three kinds of state: RTRL traces, the T-BPTT window and its start state, UORO's random-sign generator.
+CKPT = ("--total-steps", "3000", "--msre-bin", "100", "--checkpoint-interval", "2", "--num-distractors", "3", "--seed", "4")
+CKPT_ARCHS = {"rtu_nonlinear": (), "gru_tbptt": ("--tbptt-len", "4"), "rnn_uoro": ()}
+
+
+def _ckpt_case(arch, tmp_path):
+    """An uninterrupted run; a run killed (SIGKILL) after its 6th bin and resumed; a 2000-step run extended to 3000."""
+    args = ("--arch", arch, *CKPT_ARCHS[arch], *CKPT, "--summary-path", "s.json")
+    dirs = {k: tmp_path / f"{arch}_{k}" for k in ("full", "killed", "extended")}
+    for d in dirs.values():
+        d.mkdir()
+    out = dict(dirs=dirs, full=run_script("td_animal_learning", *args, cwd=dirs["full"]))
+    out["kill_rc"] = run_and_kill("td_animal_learning", args, dirs["killed"], after_iteration=6)
+    (killed,) = (dirs["killed"] / "runs").iterdir()
+    out["killed_at"] = torch.load(killed / "checkpoint.pt", weights_only=False)["global_step"]
+    out["resumed"] = run_script("td_animal_learning", "--resume", f"runs/{killed.name}", cwd=dirs["killed"])
+    short = [a if a != "3000" else "2000" for a in args]
+    out["short"] = run_script("td_animal_learning", *short, cwd=dirs["extended"])
+    (ext,) = (dirs["extended"] / "runs").iterdir()
+    out["extended"] = run_script("td_animal_learning", "--resume", f"runs/{ext.name}", "--total-steps", "3000",
+                                 cwd=dirs["extended"])
+    return arch, out
+
+
+@pytest.fixture(scope="module")
+def ckpt_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("td_ckpt")
+    with ThreadPoolExecutor(max_workers=len(CKPT_ARCHS)) as pool:
+        return dict(pool.map(lambda arch: _ckpt_case(arch, root), CKPT_ARCHS))
+
+
+def _summary(cwd):
+    s = json.loads((cwd / "s.json").read_text())
+    return {k: v for k, v in s.items() if k not in ("sec_per_step", "run_name")}
+
+
+@pytest.mark.parametrize("arch", list(CKPT_ARCHS))
+def test_killed_and_resumed_run_equals_uninterrupted_run(ckpt_runs, arch):
+    """Same parameters, Adam state, TensorBoard curves (the killed run's steps after its checkpoint dropped) and MSRE."""
+    out = ckpt_runs[arch]
+    assert out["full"].returncode == 0, out["full"].stderr[-3000:]
+    assert out["kill_rc"] == -signal.SIGKILL, "the run was not killed mid-way"
+    assert 600 <= out["killed_at"] < 3000
+    assert out["resumed"].returncode == 0 and "resumed runs/" in out["resumed"].stdout, out["resumed"].stderr[-3000:]
+    assert_same_run(out["dirs"]["full"], out["dirs"]["killed"])
+    assert _summary(out["dirs"]["full"]) == _summary(out["dirs"]["killed"])
+
+
+@pytest.mark.parametrize("arch", list(CKPT_ARCHS))
+def test_finished_run_extends_exactly(ckpt_runs, arch):
+    out = ckpt_runs[arch]
+    assert out["short"].returncode == 0 and out["extended"].returncode == 0, out["extended"].stderr[-3000:]
+    assert "resumed runs/" in out["extended"].stdout
+    a, b = (torch.load(next((out["dirs"][k] / "runs").iterdir()) / "checkpoint.pt", weights_only=False)
+            for k in ("full", "extended"))
+    assert a["global_step"] == b["global_step"] == 3000
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert _summary(out["dirs"]["full"]) == _summary(out["dirs"]["extended"])
+    done = json.loads((next((out["dirs"]["extended"] / "runs").iterdir()) / "done.json").read_text())
+    assert done["global_step"] == 3000 and done["args"]["total_steps"] == 3000
+
+
+def test_resume_refuses_a_different_configuration(ckpt_runs, capsys):
+    (run_dir,) = (ckpt_runs["rtu_nonlinear"]["dirs"]["full"] / "runs").iterdir()
+    for argv, words in [(["--resume", str(run_dir), "--seed", "5"], "--seed 5 differs from the resumed run's 4"),
+                        (["--resume", str(run_dir), "--total-steps", "1000"], "below the run's 3000 steps"),
+                        (["--resume", str(run_dir.parent)], "no checkpoint.pt there")]:
+        with pytest.raises(SystemExit) as e:
+            tdl.main(tyro.cli(tdl.Args, args=argv))
+        assert isinstance(e.value.code, str) and e.value.code.startswith("error:") and words in e.value.code
+    assert tdl.main(tyro.cli(tdl.Args, args=["--resume", str(run_dir)])) is None  # finished: nothing to do
+    assert "already finished after 3000 steps" in capsys.readouterr().out
