@@ -368,7 +368,7 @@ def test_trace_conditioning_report(tmp_path):
 # ------------------------------------------------------------------------------------------------ sweeps
 SWEEP_COUNTS = {  # default grids
     "trace_conditioning": 2 * (3 + 2 * 6) * 5,  # ISI x (3 RTRL archs + 2 T-BPTT archs x 6 T) x 5 seeds
-    "mujoco_pv": 4 * 6 * 3,  # {HalfCheetah, Hopper} x {P, V} x (5 recurrent + MLP) x 3 seeds
+    "mujoco_pv": 8 * 6 * 3,  # {Ant, HalfCheetah, Hopper, Walker2d} x {P, V} x (5 recurrent + MLP) x 3 seeds
     "popgym": 5 * 6 * 3,  # tasks x (5 recurrent + MLP) x 3 seeds
     "reacher_pomdp": 1 * 6 * 3,
     "r2ac": (4 * 2 * 2 + 2) * 3,  # envs x {rtrl, tbptt} x {5, 50} + copy task {rtrl, bptt}, x 3 seeds
@@ -377,7 +377,7 @@ SWEEP_COUNTS = {  # default grids
     "stale_fresh": 4 * 3,  # {stale, fresh} carries x {stale, fresh} targets x 3 seeds
     "step_size": 2 * 6 * 4,  # 2 MuJoCo tasks x (5 recurrent + MLP) x 4 step sizes x 1 selection seed
 }
-KNOBS = ("SEEDS", "STEPS", "WORKERS", "RUNS_DIR", "FILTER", "PYTHON", "ENVS", "ARCHS", "BASES", "EXTRA_BASES", "ISIS",
+KNOBS = ("SEEDS", "STEPS", "WORKERS", "RUNS_DIR", "FILTER", "PYTHON", "ENVS", "ARCHS", "BASES", "ISIS",
          "TBPTT_LENS", "BUDGETS", "SUMMARIES", "METHODS", "SEGMENT_LENS", "COPY_METHODS", "COPY_LEN", "COPY_ARGS", "SETTINGS",
          "FAMILY", "LRS", "SELECTED", "SETTING", "LEARNERS", "PHASE", "LR_BUDGET")
 
@@ -431,7 +431,7 @@ def test_step_size_selection_and_selected_sweep(plot, tmp_path, capsys):
     assert "warning: ppo_lru_tbptt selected 1e-3, the largest step size it ran" in capsys.readouterr().err
     env = dict(SELECTED=str(tmp_path / "sel" / "selected_lr.csv"), ARCHS="ppo_gru_tbptt ppo_mlp")
     lines = sweep("mujoco_pv", "-n", runs=runs, env=env).stdout.splitlines()
-    assert len(lines) == 4 * 2 * 3 and all(line.endswith("--learning-rate 3e-4") for line in lines)
+    assert len(lines) == 8 * 2 * 3 and all(line.endswith("--learning-rate 3e-4") for line in lines)
     p = sweep("mujoco_pv", "-n", runs=runs, env=dict(env, ARCHS="ppo_lru_rtrl"), check=False)
     assert p.returncode == 2 and "no step size for 'ppo_lru_rtrl'" in p.stderr
     p = sweep("stale_fresh", "-n", runs=runs, env=env, check=False)
@@ -446,13 +446,14 @@ def test_step_size_selection_and_selected_sweep(plot, tmp_path, capsys):
 def test_sweep_grid_contents(tmp_path):
     runs = tmp_path / "runs"
     mj = sweep("mujoco_pv", "-n", runs=runs).stdout.splitlines()
-    assert sum("algos/ppo_mlp.py" in x for x in mj) == 12
-    assert sum("--rtu-variant linear" in x and "--exp-name ppo_rtu_rtrl_linear" in x for x in mj) == 12
+    assert sum("algos/ppo_mlp.py" in x for x in mj) == 24
+    assert sum("--rtu-variant linear" in x and "--exp-name ppo_rtu_rtrl_linear" in x for x in mj) == 24
     assert all("--total-timesteps 1000000" in x for x in mj)
+    assert {x.split("--env-id ")[1].split()[0] for x in mj} == {f"{b}-{v}-v5" for b in ("Ant", "HalfCheetah", "Hopper",
+                                                                                     "Walker2d") for v in "PV"}
+    mj = sweep("mujoco_pv", "-n", runs=runs, env=dict(BASES="HalfCheetah Hopper")).stdout.splitlines()
     assert {x.split("--env-id ")[1].split()[0] for x in mj} == {"HalfCheetah-P-v5", "HalfCheetah-V-v5",
                                                                 "Hopper-P-v5", "Hopper-V-v5"}
-    mj = sweep("mujoco_pv", "-n", runs=runs, env=dict(EXTRA_BASES="Ant Walker2d")).stdout.splitlines()
-    assert len(mj) == 8 * 6 * 3
     tc = sweep("trace_conditioning", "-n", runs=runs).stdout.splitlines()
     assert sum("--tbptt-len 32" in x for x in tc) == 2 * 2 * 5
     assert sum("--isi 20" in x for x in tc) == 75 and all("--summary-path" in x for x in tc)
