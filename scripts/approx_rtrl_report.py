@@ -4,14 +4,16 @@
         From the selection runs (PHASE=select): for every learner (arch, T, budget) and ISI, the step size with the
         lowest mean MSRE over the selection seeds; a step size with a diverged seed (the run stopped on a non-finite
         TD error: no summary, "non-finite" in its log under RUNS/.logs) is not eligible. Writes selected_lr.csv
-        (read by approx_rtrl.sh PHASE=report), selection_runs.csv (every selection run) and selection.md.
+        (read by approx_rtrl.sh PHASE=report), selection_runs.csv (every selection run), selection.md and
+        sensitivity_isi*.png (MSRE against the step size).
     python scripts/approx_rtrl_report.py report SUMMARIES... --out results/approx_rtrl [--selected CSV [--lr-budget B]]
         From the report runs (PHASE=report): checks that every run used its selected step size (with --lr-budget B:
         the one selected at budget B, for the runs of approx_rtrl.sh LR_BUDGET=B) and that all runs have
         the same length, then writes records.csv (one row per run, the columns of trace_records.csv from
         scripts/trace_conditioning_report.py, so scripts/results_md.py's trace() reads it), msre.md (the
-        tables), msre_vs_flops_isi*.png, time_vs_flops_isi*.png (and msre_vs_params_isi*.png when there is more than
-        one budget), and splices the tables into README.md between the "approx-rtrl tables" markers.
+        tables), msre_vs_flops_isi*.png, time_vs_flops_isi*.png, msre_vs_T_isi*.png (when a learner has a T) and
+        msre_vs_params_isi*.png (when there is more than one budget), and splices the tables into README.md between
+        the "approx-rtrl tables" markers.
 
 MSRE = mean over the run of (v_t - G_t)^2 (lower is better). Nothing is typed by hand: every number comes from the
 per-run JSON summaries written by td_animal_learning.py.
@@ -179,7 +181,33 @@ def select(args):
         md.append("")
     with open(os.path.join(args.out, "selection.md"), "w") as f:
         f.write("\n".join(md))
+    sensitivity_plots(selected, lrs, args.out)
     print("\n".join(md))
+
+
+def sensitivity_plots(selected, lrs, out):
+    """sensitivity_isi*.png: selection MSRE against the step size, one line per learner and budget (diverged and
+    missing step sizes left out), the selected step size circled."""
+    budgets = sorted({s["budget"] for s in selected}, key=lambda b: (b != "-", b))
+    for isi in sorted({s["isi"] for s in selected}):
+        fig, ax = plt.subplots(figsize=(7.5, 4.8))
+        for i, s in enumerate([s for s in selected if s["isi"] == isi]):
+            pts = [(lr, s["by_lr"][lr]) for lr in lrs if s["by_lr"][lr] is not None and np.isfinite(s["by_lr"][lr])]
+            label = name(s["arch"], s["tbptt_len"]) + ("" if len(budgets) == 1 else f" ({s['budget']})")
+            line, = ax.plot(*zip(*pts), marker=MARKER.get(s["arch"], "o"), ms=5, color=f"C{i % 10}", label=label,
+                            ls=["-", "--", ":", "-."][budgets.index(s["budget"]) % 4])
+            ax.plot(float(s["learning_rate"]), s["by_lr"][float(s["learning_rate"])], "o", ms=12, mfc="none",
+                    color=line.get_color())
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("Adam step size")
+        ax.set_ylabel("MSRE of the selection run(s)")
+        ax.set_title(f"Trace conditioning, ISI {isi}: step-size sensitivity (circled: selected)", fontsize=8)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, f"sensitivity_isi{isi}.png"), dpi=120)
+        plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -290,6 +318,41 @@ def plots(rows, out):
             plt.close(fig)
 
 
+def plot_vs_T(rows, out):
+    """msre_vs_T_isi*.png: the T-BPTT learners' MSRE against the truncation length T, the learners without a T as
+    horizontal lines; the whole run (left) and the final window (right)."""
+    if all(r["T"] == "-" for r in rows):
+        return
+    budgets = sorted({r["budget"] for r in rows}, key=lambda b: (b != "-", b))
+    for isi in sorted({r["isi"] for r in rows}):
+        rr = [r for r in rows if r["isi"] == isi]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+        for ax, ykey, title in ((axes[0], "msre", "whole run"), (axes[1], "last", "final window")):
+            groups = defaultdict(list)
+            for r in rr:
+                groups[(r["arch"], r["budget"])].append(r)
+            order = sorted(groups.items(), key=lambda kv: sort_key((isi, kv[0][0], "-", kv[0][1])))
+            for i, ((arch, budget), g) in enumerate(order):
+                label = LABEL.get(arch, arch) + ("" if len(budgets) == 1 else f" ({budget})")
+                ls = ["-", "--", ":", "-."][budgets.index(budget) % 4]
+                if g[0]["T"] == "-":
+                    ax.axhline(g[0][ykey], color=f"C{i % 10}", ls=ls, lw=1, label=label)
+                else:
+                    g = sorted(g, key=lambda r: int(r["T"]))
+                    ax.plot([int(r["T"]) for r in g], [r[ykey] for r in g], color=f"C{i % 10}", ls=ls,
+                            marker=MARKER.get(arch, "o"), label=label)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_xlabel("truncation length T (T-BPTT)")
+            ax.set_title(f"ISI {isi}, MSRE of the {title} (mean over seeds)", fontsize=8)
+            ax.grid(alpha=0.3, which="both")
+        axes[0].set_ylabel("MSRE")
+        axes[1].legend(fontsize=6, ncol=2)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, f"msre_vs_T_isi{isi}.png"), dpi=120)
+        plt.close(fig)
+
+
 def report(args):
     recs = load(args.summaries)
     if args.selected:
@@ -320,6 +383,7 @@ def report(args):
         f.write("\n".join(["# Trace conditioning: approximate RTRL against exact RTRL and T-BPTT", "",
                            "Generated by `scripts/approx_rtrl_report.py report` from `records.csv`.", ""] + body))
     plots(rows, args.out)
+    plot_vs_T(rows, args.out)
     readme = os.path.join(args.out, "README.md")
     if os.path.exists(readme):
         with open(readme) as f:

@@ -290,6 +290,7 @@ def test_report_script_selects_and_tabulates(tmp_path):
     assert p.returncode == 0, p.stderr
     chosen = {r["arch"]: r["learning_rate"] for r in csv.DictReader(open(out / "selected_lr.csv"))}
     assert chosen == {"rnn_uoro": "1e-3", "gru_tbptt": "3e-3"}
+    assert (out / "sensitivity_isi10.png").exists()
     # a selection run with neither a summary nor a divergence is an error
     os.remove(sel / "td_gru_tbptt_T4_lr1e-4__102.json")
     assert run("select", str(sel), "--runs-dir", str(runs), "--out", str(out), "--seeds", "101 102").returncode != 0
@@ -304,7 +305,7 @@ def test_report_script_selects_and_tabulates(tmp_path):
     text = (out / "README.md").read_text()
     assert "old" not in text and "| dense RNN, UORO | approximate RTRL, general cell | - | 1,700 | 40,000 |" in text
     assert text.startswith("x\n") and text.endswith("<!-- /approx-rtrl tables -->\ny\n")
-    for f in ("records.csv", "msre.md", "msre_vs_flops_isi10.png", "time_vs_flops_isi10.png"):
+    for f in ("records.csv", "msre.md", "msre_vs_flops_isi10.png", "time_vs_flops_isi10.png", "msre_vs_T_isi10.png"):
         assert (out / f).exists(), f
     sys.path.insert(0, os.path.join(root, "scripts"))
     import results_md
