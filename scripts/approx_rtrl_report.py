@@ -71,10 +71,10 @@ def budget_tag(budget):
 
 
 def load(paths):
-    """The runs' JSON summaries (scripts/trace_conditioning_report.py's loader: one record per run, the step sizes of
-    one learner kept apart), with T, budget and family added; all must have the same length."""
+    """The runs' JSON summaries (scripts/trace_conditioning_report.py's loader: one record per run, the step sizes and
+    budgets of one learner kept apart), with T, budget and family added; all must have the same length."""
     recs = []
-    for r in load_trace_records(paths, exts=("json",)):
+    for r in load_trace_records(paths, exts=("json",), extra_key=budget_of):
         r["T"] = "-" if r.get("tbptt_len") is None else str(r["tbptt_len"])
         r["budget"] = budget_of(r)
         r["family"] = FAMILY.get(r["arch"], "other")

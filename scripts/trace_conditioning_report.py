@@ -51,13 +51,15 @@ RECORD_EXTS = ("json", "csv", "log", "txt")
 DEDUP_FIELDS = ("arch", "isi", "seed", "tbptt_len", "params", "steps")
 
 
-def load_trace_records(paths, exts=RECORD_EXTS):
+def load_trace_records(paths, exts=RECORD_EXTS, extra_key=None):
     """Records of td_animal_learning.py runs from JSON / CSV summaries or logs with FINAL_MSRE lines (the files with
     one of `exts` under each directory in paths, and the files named in paths).
 
     One run read twice (its summary and its log, or two copies) is kept once: records are the same run if they agree
     on DEDUP_FIELDS and on the step size (learning_rate). A FINAL_MSRE line does not give the step size: a record
-    without one is a copy of any record kept before it with the same DEDUP_FIELDS (summaries are read first)."""
+    without one is a copy of any record kept before it with the same DEDUP_FIELDS (summaries are read first).
+    extra_key(record), if given, must agree too (e.g. the budget a sweep named the run for: two budgets can give the
+    same network, and each budget keeps its run)."""
     files = []
     for p in paths:
         if os.path.isdir(p):
@@ -84,7 +86,7 @@ def load_trace_records(paths, exts=RECORD_EXTS):
     recs = [_typed(r) for r in recs if "msre" in r and "arch" in r]
     seen, seen_runs, out, dup = set(), set(), [], 0
     for r in sorted(recs, key=lambda r: not r["_src"].endswith((".json", ".csv"))):  # summaries before logs
-        run = tuple(r.get(k) for k in DEDUP_FIELDS)
+        run = tuple(r.get(k) for k in DEDUP_FIELDS) + ((extra_key(r),) if extra_key else ())
         lr = r.get("learning_rate")
         if (run in seen_runs) if lr is None else ((run, lr) in seen):
             dup += 1

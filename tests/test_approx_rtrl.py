@@ -326,7 +326,8 @@ def test_report_script_selects_and_tabulates(tmp_path):
 
 def test_report_script_loads_each_run_once_and_keeps_step_sizes_apart(tmp_path):
     """approx_rtrl_report.py's loader (the trace-conditioning one): two step sizes of one learner and seed are two
-    records, while a second copy of a run's summary is the same record, not a second seed."""
+    records, and so are two budgets that give the same network, while a second copy of a run's summary is the same
+    record, not a second seed."""
     import importlib.util
     import json
     import os
@@ -348,6 +349,11 @@ def test_report_script_loads_each_run_once_and_keeps_step_sizes_apart(tmp_path):
     recs = report.load([str(tmp_path)])
     assert sorted((r["learning_rate"], r["msre"]) for r in recs) == [(1e-3, 0.1), (3e-3, 0.2)]
     assert {r["budget"] for r in recs} == {"-"} and {r["T"] for r in recs} == {"-"}
+    # a budget that gives the default network (e.g. a FLOPs budget equal to the default's FLOPs) is a run of its own
+    s.update(learning_rate=1e-3, msre=0.1, run_name="TraceConditioning-ISI10__td_rnn_uoro_F40000_lr1e-3__rnn_uoro__101__2")
+    (tmp_path / "td_rnn_uoro_F40000_lr1e-3__101.json").write_text(json.dumps(s))
+    recs = report.load([str(tmp_path)])
+    assert sorted((r["budget"], r["learning_rate"]) for r in recs) == [("-", 1e-3), ("-", 3e-3), ("F40000", 1e-3)]
     assert [report.budget_of(dict(run_name=f"TraceConditioning-ISI10__td_gru_tbptt_T16{b}_lr3e-3__gru_tbptt__1__1"))
             for b in ("", "_P800", "_F56591")] == ["-", "800", "F56591"]
     assert [report.budget_tag(b) for b in ("-", "800", "F56591")] == ["", "_P800", "_F56591"]
