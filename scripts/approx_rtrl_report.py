@@ -186,25 +186,27 @@ def select(args):
 
 
 def sensitivity_plots(selected, lrs, out):
-    """sensitivity_isi*.png: selection MSRE against the step size, one line per learner and budget (diverged and
-    missing step sizes left out), the selected step size circled."""
+    """sensitivity_isi*.png: selection MSRE against the step size, one panel per budget and one line per learner
+    (diverged and missing step sizes left out), the selected step size circled."""
     budgets = sorted({s["budget"] for s in selected}, key=lambda b: (b != "-", b))
+    learners = sorted({(s["arch"], s["tbptt_len"]) for s in selected}, key=lambda a: sort_key((0, a[0], a[1], "-")))
     for isi in sorted({s["isi"] for s in selected}):
-        fig, ax = plt.subplots(figsize=(7.5, 4.8))
-        for i, s in enumerate([s for s in selected if s["isi"] == isi]):
-            pts = [(lr, s["by_lr"][lr]) for lr in lrs if s["by_lr"][lr] is not None and np.isfinite(s["by_lr"][lr])]
-            label = name(s["arch"], s["tbptt_len"]) + ("" if len(budgets) == 1 else f" ({s['budget']})")
-            line, = ax.plot(*zip(*pts), marker=MARKER.get(s["arch"], "o"), ms=5, color=f"C{i % 10}", label=label,
-                            ls=["-", "--", ":", "-."][budgets.index(s["budget"]) % 4])
-            ax.plot(float(s["learning_rate"]), s["by_lr"][float(s["learning_rate"])], "o", ms=12, mfc="none",
-                    color=line.get_color())
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("Adam step size")
-        ax.set_ylabel("MSRE of the selection run(s)")
-        ax.set_title(f"Trace conditioning, ISI {isi}: step-size sensitivity (circled: selected)", fontsize=8)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=6, ncol=2)
+        fig, axes = plt.subplots(1, len(budgets), figsize=(5.5 * len(budgets), 4.5), sharey=True, squeeze=False)
+        for ax, budget in zip(axes[0], budgets):
+            for s in [s for s in selected if s["isi"] == isi and s["budget"] == budget]:
+                color = f"C{learners.index((s['arch'], s['tbptt_len'])) % 10}"
+                pts = [(lr, s["by_lr"][lr]) for lr in lrs if s["by_lr"][lr] is not None and np.isfinite(s["by_lr"][lr])]
+                ax.plot(*zip(*pts), marker=MARKER.get(s["arch"], "o"), ms=5, color=color,
+                        label=name(s["arch"], s["tbptt_len"]))
+                ax.plot(float(s["learning_rate"]), s["by_lr"][float(s["learning_rate"])], "o", ms=12, mfc="none",
+                        color=color)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_xlabel("Adam step size")
+            ax.set_title(f"ISI {isi}, budget {budget}: step-size sensitivity (circled: selected)", fontsize=8)
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=6)
+        axes[0][0].set_ylabel("MSRE of the selection run(s)")
         fig.tight_layout()
         fig.savefig(os.path.join(out, f"sensitivity_isi{isi}.png"), dpi=120)
         plt.close(fig)
