@@ -333,16 +333,16 @@ def plot_vs_T(rows, out):
             groups = defaultdict(list)
             for r in rr:
                 groups[(r["arch"], r["budget"])].append(r)
-            order = sorted(groups.items(), key=lambda kv: sort_key((isi, kv[0][0], "-", kv[0][1])))
-            for i, ((arch, budget), g) in enumerate(order):
+            archs = sorted({a for a, _ in groups}, key=lambda a: sort_key((isi, a, "-", "-")))
+            for (arch, budget), g in sorted(groups.items(), key=lambda kv: sort_key((isi, kv[0][0], "-", kv[0][1]))):
                 label = LABEL.get(arch, arch) + ("" if len(budgets) == 1 else f" ({budget})")
-                ls = ["-", "--", ":", "-."][budgets.index(budget) % 4]
+                kw = dict(color=f"C{archs.index(arch) % 10}", ls=["-", "--", ":", "-."][budgets.index(budget) % 4])
                 if g[0]["T"] == "-":
-                    ax.axhline(g[0][ykey], color=f"C{i % 10}", ls=ls, lw=1, label=label)
+                    ax.axhline(g[0][ykey], lw=1, label=label, **kw)
                 else:
                     g = sorted(g, key=lambda r: int(r["T"]))
-                    ax.plot([int(r["T"]) for r in g], [r[ykey] for r in g], color=f"C{i % 10}", ls=ls,
-                            marker=MARKER.get(arch, "o"), label=label)
+                    ax.plot([int(r["T"]) for r in g], [r[ykey] for r in g], marker=MARKER.get(arch, "o"), label=label,
+                            **kw)
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xlabel("truncation length T (T-BPTT)")
