@@ -778,6 +778,7 @@ def write_summary(path, summary):
             json.dump(summary, f, indent=2)
         return
     new = not os.path.exists(path) or os.path.getsize(path) == 0
+    summary = {k: v for k, v in summary.items() if not isinstance(v, list)}  # one value per cell; curves: JSON
     with open(path, "a") as f:
         if new:
             f.write(",".join(summary) + "\n")
@@ -964,8 +965,9 @@ def main(args: Args):
     returns = compute_returns(cumulants, gamma)
     final_msre = msre(values, returns)
     sq_err = (values - returns) ** 2
-    for s in range(0, N, args.msre_bin):
-        writer.add_scalar("charts/msre_binned", float(sq_err[s: s + args.msre_bin].mean()), min(s + args.msre_bin, N))
+    binned = [float(sq_err[s: s + args.msre_bin].mean()) for s in range(0, N, args.msre_bin)]
+    for i, b in enumerate(binned):
+        writer.add_scalar("charts/msre_binned", b, min((i + 1) * args.msre_bin, N))
     last_bin = float(sq_err[(N - 1) // args.msre_bin * args.msre_bin:].mean())
     writer.add_scalar("charts/msre", final_msre, N)
     if not math.isfinite(final_msre):
@@ -975,7 +977,8 @@ def main(args: Args):
                    seed=args.seed, steps=N, msre=final_msre, msre_last_bin=last_bin, msre_bin=args.msre_bin, params=n_rec,
                    total_params=n_total, hidden_size=size, tbptt_len=args.tbptt_len if is_tbptt else None,
                    flops_per_step=flops, sec_per_step=sec_per_step, learning_rate=args.learning_rate,
-                   td_lambda=args.td_lambda, num_distractors=args.num_distractors, run_name=run_name)
+                   td_lambda=args.td_lambda, num_distractors=args.num_distractors, run_name=run_name,
+                   msre_binned=binned)
     if args.summary_path:
         write_summary(args.summary_path, summary)
     print(f"FINAL_MSRE arch={args.arch} isi={args.isi} seed={args.seed} msre={final_msre:.6g} "

@@ -13,7 +13,12 @@
         scripts/trace_conditioning_report.py, so scripts/results_md.py's trace() reads it), msre.md (the
         tables), msre_vs_flops_isi*.png, time_vs_flops_isi*.png, msre_vs_T_isi*.png (when a learner has a T) and
         msre_vs_params_isi*.png (when there is more than one budget), and splices the tables into README.md between
-        the "approx-rtrl tables" markers.
+        the "approx-rtrl tables" markers. If every summary has its binned MSRE curve (msre_binned), also
+        msre_curves_isi*.png and a table of the final-window MSRE and rank at a third, two thirds and the end of the
+        run (does the ranking still move?).
+    python scripts/approx_rtrl_report.py add-curves SUMMARIES... --runs-dir RUNS
+        Adds msre_binned to summaries written before td_animal_learning.py put it there, from each run's TensorBoard
+        file (charts/msre_binned, float32) under RUNS, the sweep's runs directory.
 
 MSRE = mean over the run of (v_t - G_t)^2 (lower is better). Nothing is typed by hand: every number comes from the
 per-run JSON summaries written by td_animal_learning.py.
@@ -21,6 +26,7 @@ per-run JSON summaries written by td_animal_learning.py.
 import argparse
 import csv
 import glob
+import json
 import os
 import re
 import sys
@@ -106,6 +112,94 @@ def sort_key(key):
 
 def name(arch, T):
     return LABEL.get(arch, arch) + ("" if T == "-" else f", T = {T}")
+
+
+# ------------------------------------------------------------------------------------------------ curves
+def add_curves(args):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    files = [f for p in args.summaries
+             for f in (sorted(glob.glob(os.path.join(p, "*.json"))) if os.path.isdir(p) else [p])]
+    added = 0
+    for path in files:
+        with open(path) as f:
+            s = json.load(f)
+        if "msre_binned" in s:
+            continue
+        want = list(range(s["msre_bin"], s["steps"], s["msre_bin"])) + [s["steps"]]
+        curves = []  # a resumed run has several event files; an extended one also has its shorter run's curve
+        for ev in sorted(glob.glob(os.path.join(args.runs_dir, "*", s["run_name"], "events.out.tfevents.*"))):
+            acc = EventAccumulator(ev, size_guidance={"scalars": 0})
+            acc.Reload()
+            if "charts/msre_binned" in acc.Tags()["scalars"]:
+                pts = acc.Scalars("charts/msre_binned")
+                if [p.step for p in pts] == want:
+                    curves.append([p.value for p in pts])
+        if len(curves) != 1:
+            sys.exit(f"error: {len(curves)} binned MSRE curves of {s['steps']} steps for {s['run_name']} under "
+                     f"{args.runs_dir}")
+        if not np.isclose(curves[0][-1], s["msre_last_bin"], rtol=1e-5):
+            sys.exit(f"error: the curve of {s['run_name']} ends at {curves[0][-1]}, its summary says "
+                     f"{s['msre_last_bin']}")
+        s["msre_binned"] = curves[0]
+        with open(path, "w") as f:
+            json.dump(s, f, indent=2)
+        added += 1
+    print(f"added msre_binned to {added} of {len(files)} summaries")
+
+
+def curve_marks(recs):
+    """The steps at which the curves table reads the final window: a third, two thirds and the end of the run."""
+    steps, b = recs[0]["steps"], recs[0]["msre_bin"]
+    return sorted({min(steps, max(b, round(steps * k / 3 / b) * b)) for k in (1, 2)} | {steps})
+
+
+def curve_table(recs, rows):
+    """Final-window MSRE (mean over seeds of the bin that ends at each mark) and its rank among the learners."""
+    marks, b = curve_marks(recs), recs[0]["msre_bin"]
+    out = []
+    for isi in sorted({r["isi"] for r in rows}):
+        keys = [config_key(r) for r in rows if r["isi"] == isi]
+        val = {k: [float(np.mean([r["msre_binned"][(m - 1) // b] for r in recs if config_key(r) == k]))
+                   for m in marks] for k in keys}
+        rank = {k: [1 + sum(val[o][i] < val[k][i] for o in keys) for i in range(len(marks))] for k in keys}
+        out += [f"Final-window MSRE as the run goes on, ISI {isi} (mean over seeds of the {b:,}-step bin that ends at "
+                "each step; rank in brackets; sorted by the last column):", "",
+                "| learner | budget | " + " | ".join(f"{m:,} steps" for m in marks) + " |",
+                "|-|-|" + "-|" * len(marks)]
+        for k in sorted(keys, key=lambda k: val[k][-1]):
+            out.append(f"| {name(k[1], k[2])} | {k[3]} | "
+                       + " | ".join(f"{v:.4f} ({n})" for v, n in zip(val[k], rank[k])) + " |")
+        out.append("")
+    return out
+
+
+def plot_curves(recs, out):
+    """msre_curves_isi*.png: binned MSRE against steps (mean over seeds), one panel per budget."""
+    budgets = sorted({r["budget"] for r in recs}, key=lambda b: (b != "-", b))
+    learners = sorted({(r["arch"], r["T"]) for r in recs}, key=lambda a: sort_key((0, a[0], a[1], "-")))
+    b = recs[0]["msre_bin"]
+    for isi in sorted({r["isi"] for r in recs}):
+        fig, axes = plt.subplots(1, len(budgets), figsize=(5.5 * len(budgets), 4.5), sharey=True, squeeze=False)
+        for ax, budget in zip(axes[0], budgets):
+            for i, (arch, T) in enumerate(learners):
+                rs = [r for r in recs if (r["isi"], r["arch"], r["T"], r["budget"]) == (isi, arch, T, budget)]
+                if not rs:
+                    continue
+                y = np.mean([r["msre_binned"] for r in rs], axis=0)
+                x = np.minimum(np.arange(1, len(y) + 1) * b, rs[0]["steps"])
+                ax.plot(x, y, color=f"C{i % 10}", ls="--" if FAMILY.get(arch) == "T-BPTT" else "-", lw=1.2,
+                        label=f"{name(arch, T)} (n={len(rs)})")
+            ax.set_yscale("log")
+            ax.set_xlabel("step")
+            size = "default size" if budget == "-" else f"budget {budget}"
+            ax.set_title(f"ISI {isi}, {size}: MSRE of each {b:,}-step bin (mean over seeds)", fontsize=8)
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=6)
+        axes[0][0].set_ylabel("MSRE")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, f"msre_curves_isi{isi}.png"), dpi=120)
+        plt.close(fig)
 
 
 # ------------------------------------------------------------------------------------------------ select
@@ -381,6 +475,9 @@ def report(args):
     rows = summarise(recs, reps=args.reps)
     steps = recs[0]["steps"]
     body = tables(rows, steps, _window(recs))
+    if all("msre_binned" in r for r in recs):
+        body += curve_table(recs, rows)
+        plot_curves(recs, args.out)
     with open(os.path.join(args.out, "msre.md"), "w") as f:
         f.write("\n".join(["# Trace conditioning: approximate RTRL against exact RTRL and T-BPTT", "",
                            "Generated by `scripts/approx_rtrl_report.py report` from `records.csv`.", ""] + body))
@@ -416,8 +513,11 @@ def main(argv=None):
     r.add_argument("--lr-budget", help="check every budget's runs against the step size selected at this budget (the "
                    "runs of approx_rtrl.sh LR_BUDGET=...)")
     r.add_argument("--reps", type=int, default=2000, help="bootstrap resamples")
+    c = sub.add_parser("add-curves", help="add the binned MSRE curve to older summaries, from the TensorBoard files")
+    c.add_argument("summaries", nargs="+")
+    c.add_argument("--runs-dir", required=True)
     args = p.parse_args(argv)
-    select(args) if args.cmd == "select" else report(args)
+    {"select": select, "report": report, "add-curves": add_curves}[args.cmd](args)
 
 
 if __name__ == "__main__":

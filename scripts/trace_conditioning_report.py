@@ -173,7 +173,7 @@ def trace_report(args):
         _trace_plots(rr, isi, archs, colors, args.out)
     with open(os.path.join(args.out, "msre.md"), "w") as f:
         f.write("\n".join(md))
-    keys = sorted({k for r in recs for k in r if not k.startswith("_")})
+    keys = sorted({k for r in recs for k in r if not k.startswith("_") and k != "msre_binned"})  # one value per cell
     with open(os.path.join(args.out, "trace_records.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, keys, extrasaction="ignore")
         w.writeheader()

@@ -322,6 +322,59 @@ def test_report_script_selects_and_tabulates(tmp_path):
     p = run("report", str(rep), "--out", str(out), "--selected", str(out / "selected_lr.csv"), "--lr-budget", "-")
     assert p.returncode == 0, p.stderr
     assert "| dense RNN, UORO | approximate RTRL, general cell | 800 |" in (out / "msre.md").read_text()
+    assert "as the run goes on" not in (out / "msre.md").read_text()  # no curves in these summaries
+
+
+def test_report_script_adds_curves_and_ranks_them(tmp_path):
+    """add-curves copies a run's binned MSRE curve from its TensorBoard file into its summary (refusing a curve that
+    does not end at the summary's last bin); with curves in every summary, report ranks the final window at a third,
+    two thirds and the end of the run, and plots the curves."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "scripts", "approx_rtrl_report.py")
+    run = lambda *a: subprocess.run([sys.executable, script, *a], capture_output=True, text=True)  # noqa: E731
+    rep, runs = tmp_path / "rep", tmp_path / "runs"
+    os.makedirs(rep)
+    curves = {"rnn_uoro": [0.5, 0.1, 0.3], "gru_tbptt": [0.4, 0.2, 0.2]}  # UORO: first, then ahead, then behind
+    for arch, curve in curves.items():
+        for seed in (1, 2):
+            T = 4 if arch == "gru_tbptt" else None
+            setting = f"td_{arch}" + (f"_T{T}" if T else "") + "_lr1e-3"
+            run_name = f"TraceConditioning-ISI7-13__{setting}__{arch}__{seed}__1"
+            w = SummaryWriter(str(runs / f"ID{arch}{seed}" / run_name))
+            for i, v in enumerate(curve):
+                w.add_scalar("charts/msre_binned", v, min((i + 1) * 10, 25))
+            w.close()
+            s = dict(arch=arch, isi=10, seed=seed, steps=25, msre=float(sum(curve)) / 3, msre_last_bin=curve[-1],
+                     msre_bin=10, params=100, tbptt_len=T, flops_per_step=1000, sec_per_step=1e-3,
+                     learning_rate=1e-3, gamma=0.9, td_lambda=0.9, num_distractors=0, hidden_size=8,
+                     run_name=run_name)
+            (rep / f"{setting}__{seed}.json").write_text(json.dumps(s))
+    p = run("add-curves", str(rep), "--runs-dir", str(runs))
+    assert p.returncode == 0 and "added msre_binned to 4 of 4" in p.stdout, p.stderr
+    got = json.loads((rep / "td_rnn_uoro_lr1e-3__1.json").read_text())["msre_binned"]
+    assert got == [float(x) for x in __import__("numpy").float32(curves["rnn_uoro"])]
+    out = tmp_path / "out"
+    p = run("report", str(rep), "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    md = (out / "msre.md").read_text()
+    assert "| 10 steps | 20 steps | 25 steps |" in md
+    assert "| GRU, T-BPTT, T = 4 | - | 0.4000 (1) | 0.2000 (2) | 0.2000 (1) |" in md
+    assert "| dense RNN, UORO | - | 0.5000 (2) | 0.1000 (1) | 0.3000 (2) |" in md
+    assert (out / "msre_curves_isi10.png").exists()
+    # a summary whose last bin disagrees with its TensorBoard curve is refused
+    s = json.loads((rep / "td_rnn_uoro_lr1e-3__2.json").read_text())
+    del s["msre_binned"]
+    s["msre_last_bin"] = 0.9
+    (rep / "td_rnn_uoro_lr1e-3__2.json").write_text(json.dumps(s))
+    p = run("add-curves", str(rep), "--runs-dir", str(runs))
+    assert p.returncode != 0 and "ends at" in p.stderr
 
 
 def test_report_script_loads_each_run_once_and_keeps_step_sizes_apart(tmp_path):

@@ -272,6 +272,9 @@ def test_cli_json_summary_and_presets(tmp_path):
     summary = json.loads(out_json.read_text())
     assert fields["isi"] == "20" and (summary["isi_lo"], summary["isi_hi"], summary["gamma"]) == (14, 26, 0.95)
     assert summary["steps"] == 300 and math.isfinite(summary["msre"])
+    # the binned curve: three equal bins, so their mean is the whole run's MSRE; the last one is msre_last_bin
+    assert len(summary["msre_binned"]) == 3 and summary["msre_binned"][-1] == summary["msre_last_bin"]
+    assert math.isclose(sum(summary["msre_binned"]) / 3, summary["msre"], rel_tol=1e-9)
 
 
 def test_bad_input_fails_clearly(tmp_path, monkeypatch, capsys):
