@@ -968,7 +968,7 @@ def main(args: Args):
     binned = [float(sq_err[s: s + args.msre_bin].mean()) for s in range(0, N, args.msre_bin)]
     for i, b in enumerate(binned):
         writer.add_scalar("charts/msre_binned", b, min((i + 1) * args.msre_bin, N))
-    last_bin = float(sq_err[(N - 1) // args.msre_bin * args.msre_bin:].mean())
+    last_bin = binned[-1]
     writer.add_scalar("charts/msre", final_msre, N)
     if not math.isfinite(final_msre):
         sys.exit(f"error: non-finite MSRE ({final_msre})")
