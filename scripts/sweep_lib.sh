@@ -32,7 +32,8 @@
 # - Ctrl-C, SIGTERM or SIGHUP stops the sweep and every run it started; they resume next time. (A sweep started with
 #   `&` by a non-interactive shell ignores SIGINT, as every such background job does: send it SIGTERM.)
 # Every command runs with OMP_NUM_THREADS=1 (and MKL_NUM_THREADS=1). The workers are `xargs -P`. Delete
-# RUNS_DIR/.done/ID to run ID again. Do not run the same sweep twice at the same time on one RUNS_DIR.
+# RUNS_DIR/.done/ID to run ID again. Two sweeps on one RUNS_DIR share its runs: a run that one of them is executing
+# (the lock RUNS_DIR/.work/ID.lock, with flock) is skipped by the other.
 set -euo pipefail
 
 SWEEP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -379,9 +380,16 @@ _sweep_run_one() {
   local runs=$1 id=$2 canon=$3 base=$4 total=$5
   shift 5
   [[ ${1:-} == -- ]] && shift
-  local marker="$runs/.done/$id" work="$runs/.work/$id" log="$runs/.logs/$id.log"
+  local marker="$runs/.done/$id" work="$runs/.work/$id" log="$runs/.logs/$id.log" lock
+  mkdir -p "$runs/.done" "$runs/.logs" "$runs/.work"
+  # one process per run: two processes in one work directory would write into the same event files. The lock is held
+  # until this script exits (the training process inherits it), so a second sweep on RUNS_DIR, or a SLURM task
+  # started twice, leaves the run to the first one.
+  if command -v flock >/dev/null; then
+    exec {lock}>"$work.lock"
+    flock -n "$lock" || { echo "skip  $id (running in another process)"; return 0; }
+  fi
   if _sweep_is_done "$runs" "$id" "$canon"; then echo "skip  $id (already done)"; return 0; fi
-  mkdir -p "$runs/.done" "$runs/.logs"
   local from="" how="start" detail="" d name
   if _sweep_checkpoint "$work"; then
     from=$REPLY how="resume" detail=" from $work/$REPLY"
@@ -438,7 +446,7 @@ _sweep_run_one() {
     echo "ran: ${cmd[*]}"
   } >"$marker.tmp"
   mv "$marker.tmp" "$marker"
-  rm -rf "$work"
+  rm -rf "$work" "$work.lock"  # safe while locked: whoever opens the lock next finds the marker
   echo "done  $id ($((SECONDS - start)) s) -> ${moved[*]:-no run dir}"
 }
 

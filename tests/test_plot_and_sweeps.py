@@ -548,7 +548,7 @@ def test_sweep_resumes_an_interrupted_run(tmp_path, fake):
     runs = tmp_path / "runs"
     p = sweep("reacher_pomdp", "--seeds", "1", "--steps", "4096", runs=runs, env=dict(fake, FAKE_STOP="1"), check=False)
     assert p.returncode != 0 and "it resumes from" in p.stderr
-    (work,) = (runs / ".work").iterdir()
+    (work,) = [d for d in (runs / ".work").iterdir() if d.is_dir()]
     assert (work / "runs" / RUN / "checkpoint.pt").exists() and keys(runs) == []
     assert "(1 resume from a checkpoint," in sweep("reacher_pomdp", "-n", "--seeds", "1", "--steps", "4096",
                                                      runs=runs, env=fake).stderr
@@ -617,13 +617,36 @@ def test_sweep_signal_stops_its_runs(tmp_path, fake, target, sig):
         assert p.returncode == 128 + sig and "stopping its runs" in err
         assert not alive(child)
         assert time.time() - start < 8  # SIGTERM ended it, not the SIGKILL after the 10 s grace
-        (work,) = (runs / ".work").iterdir()
+        (work,) = [d for d in (runs / ".work").iterdir() if d.is_dir()]
         assert (work / "runs" / RUN / "checkpoint.pt").exists()
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
         if child and alive(child):
             os.kill(child, signal.SIGKILL)
+
+
+def test_second_sweep_skips_a_run_that_is_executing(tmp_path, fake):
+    """Two sweeps on one runs directory: the second leaves a run the first is executing alone (two training processes
+    in one work directory would write into the same event files), and runs the rest."""
+    runs, pidfile = tmp_path / "runs", tmp_path / "pid"
+    e = {k: v for k, v in os.environ.items() if k not in KNOBS}
+    e.update(fake, RUNS_DIR=str(runs), FAKE_SLEEP="120", FAKE_PIDFILE=str(pidfile))
+    first = subprocess.Popen(["bash", os.path.join(SCRIPTS, "reacher_pomdp.sh"), "--seeds", "1"], env=e, cwd=ROOT,
+                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 30
+        while not (pidfile.exists() and pidfile.read_text().strip()):
+            assert first.poll() is None and time.time() < deadline, first.communicate()
+            time.sleep(0.05)
+        second = sweep("reacher_pomdp", "--seeds", "1 2", runs=runs, env=fake)
+        assert "skip  Reacher-POMDP-v5__ppo_mlp__1__" in second.stdout and "(running in another process)" in second.stdout
+        assert keys(runs) == ["Reacher-POMDP-v5__ppo_mlp__2"]
+        assert [line.split(" --seed ")[1][0] for line in (tmp_path / "argv").read_text().splitlines()] == ["1", "2"]
+        assert first.poll() is None  # the first run was left alone
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
 
 
 def test_sweep_local_execution_and_failures(tmp_path, fake):
