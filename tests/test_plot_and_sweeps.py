@@ -591,25 +591,35 @@ def alive(pid):
         return False
 
 
-@pytest.mark.parametrize("target,sig", [("group", signal.SIGINT), ("sweep", signal.SIGINT),
-                                        ("sweep", signal.SIGTERM)])
-def test_sweep_signal_stops_its_runs(tmp_path, fake, target, sig):
-    """Ctrl-C (SIGINT to the terminal's process group), or SIGINT / SIGTERM to the sweep alone, stops the training
-    processes too; they resume from their checkpoints next time."""
-    runs, pidfile = tmp_path / "runs", tmp_path / "pid"
+def start_sleeping_sweep(tmp_path, fake):
+    """Start reacher_pomdp.sh, seed 1, in a session of its own, its one run sleeping in the fake python (runs directory
+    tmp_path/runs); return the sweep's Popen and the training process's pid once that runs."""
+    pidfile = tmp_path / "pid"
     e = {k: v for k, v in os.environ.items() if k not in KNOBS}
-    e.update(fake, RUNS_DIR=str(runs), FAKE_SLEEP="120", FAKE_PIDFILE=str(pidfile))
+    e.update(fake, RUNS_DIR=str(tmp_path / "runs"), FAKE_SLEEP="120", FAKE_PIDFILE=str(pidfile))
     # SIGINT at its default: a shell started in the background ignores SIGINT, and bash cannot trap an ignored signal
     p = subprocess.Popen(["bash", os.path.join(SCRIPTS, "reacher_pomdp.sh"), "--seeds", "1"], env=e, cwd=ROOT,
                          start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    child = None
     try:
         deadline = time.time() + 30
         while not (pidfile.exists() and pidfile.read_text().strip()):
             assert p.poll() is None and time.time() < deadline, p.communicate()
             time.sleep(0.05)
-        child = int(pidfile.read_text())
+        return p, int(pidfile.read_text())
+    except BaseException:
+        os.killpg(p.pid, signal.SIGKILL)
+        raise
+
+
+@pytest.mark.parametrize("target,sig", [("group", signal.SIGINT), ("sweep", signal.SIGINT),
+                                        ("sweep", signal.SIGTERM)])
+def test_sweep_signal_stops_its_runs(tmp_path, fake, target, sig):
+    """Ctrl-C (SIGINT to the terminal's process group), or SIGINT / SIGTERM to the sweep alone, stops the training
+    processes too; they resume from their checkpoints next time."""
+    runs = tmp_path / "runs"
+    p, child = start_sleeping_sweep(tmp_path, fake)
+    try:
         assert alive(child)
         start = time.time()
         (os.killpg if target == "group" else os.kill)(p.pid, sig)
@@ -622,23 +632,16 @@ def test_sweep_signal_stops_its_runs(tmp_path, fake, target, sig):
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
-        if child and alive(child):
+        if alive(child):
             os.kill(child, signal.SIGKILL)
 
 
 def test_second_sweep_skips_a_run_that_is_executing(tmp_path, fake):
     """Two sweeps on one runs directory: the second leaves a run the first is executing alone (two training processes
     in one work directory would write into the same event files), and runs the rest."""
-    runs, pidfile = tmp_path / "runs", tmp_path / "pid"
-    e = {k: v for k, v in os.environ.items() if k not in KNOBS}
-    e.update(fake, RUNS_DIR=str(runs), FAKE_SLEEP="120", FAKE_PIDFILE=str(pidfile))
-    first = subprocess.Popen(["bash", os.path.join(SCRIPTS, "reacher_pomdp.sh"), "--seeds", "1"], env=e, cwd=ROOT,
-                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = tmp_path / "runs"
+    first, _ = start_sleeping_sweep(tmp_path, fake)
     try:
-        deadline = time.time() + 30
-        while not (pidfile.exists() and pidfile.read_text().strip()):
-            assert first.poll() is None and time.time() < deadline, first.communicate()
-            time.sleep(0.05)
         second = sweep("reacher_pomdp", "--seeds", "1 2", runs=runs, env=fake)
         assert "skip  Reacher-POMDP-v5__ppo_mlp__1__" in second.stdout and "(running in another process)" in second.stdout
         assert keys(runs) == ["Reacher-POMDP-v5__ppo_mlp__2"]
