@@ -5,7 +5,7 @@ one row per run and then one row per setting (the mean over its seeds), one colu
 steps. A window in which no episode of a run ended is left empty, and so is the setting's mean there.
 
 Usage: python scripts/windows.py DIR [--window 500000] [--check]
-  e.g. python scripts/windows.py results/popgym/concentration_4M
+  e.g. python scripts/windows.py results/popgym --window 250000
   --check changes nothing and exits 1 if DIR/windows.md is not what this would write (tests/test_results_md.py).
 """
 import argparse
