@@ -592,8 +592,8 @@ def alive(pid):
 
 
 def start_sleeping_sweep(tmp_path, fake):
-    """Start reacher_pomdp.sh, seed 1, in a session of its own, its one run sleeping in the fake python (runs directory
-    tmp_path/runs); return the sweep's Popen and the training process's pid once that runs."""
+    """Start reacher_pomdp.sh, seed 1, as the leader of a new process group, its one run sleeping in the fake python
+    (runs directory tmp_path/runs); return the sweep's Popen and the training process's pid once that runs."""
     pidfile = tmp_path / "pid"
     e = {k: v for k, v in os.environ.items() if k not in KNOBS}
     e.update(fake, RUNS_DIR=str(tmp_path / "runs"), FAKE_SLEEP="120", FAKE_PIDFILE=str(pidfile))
