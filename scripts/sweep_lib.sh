@@ -11,6 +11,9 @@
 #   --steps N            env steps per run (--total-timesteps / --total-steps)           [STEPS, default: per sweep]
 #   --runs-dir DIR       where finished runs go                                          [RUNS_DIR, default <repo>/runs]
 #   --filter REGEX       only the runs whose key (ENV__SETTING__SEED) matches REGEX      [FILTER]
+#   --skip-exported DIR  skip the runs whose key has an exported run DIR/KEY__*.csv.gz    [SKIP_EXPORTED]
+#                        (scripts/plot.py --export-runs: finished runs committed to a repository survive the loss
+#                        of the runs directory, e.g. on a machine that is not kept; the key, not the command, decides)
 #   -- ARGS...           extra arguments appended to every command (e.g. -- --hidden-dim 8, or -- --no-cuda)
 #   PYTHON=...           interpreter                                                     [default: python]
 #
@@ -70,6 +73,7 @@ sweep_init() {
   SWEEP_NAME=$1 SEEDS=${SEEDS:-$2} STEPS=${STEPS:-$3}
   shift 3
   WORKERS=${WORKERS:-2} RUNS_DIR=${RUNS_DIR:-$SWEEP_ROOT/runs} FILTER=${FILTER:-} PYTHON=${PYTHON:-python}
+  SKIP_EXPORTED=${SKIP_EXPORTED:-}
   DRY_RUN=0 SLURM_OUT=""
   EXTRA_ARGS=()
   while (($#)); do
@@ -82,6 +86,7 @@ sweep_init() {
       --steps) STEPS=${2:?"--steps needs a value"}; shift ;;
       --runs-dir) RUNS_DIR=${2:?"--runs-dir needs a value"}; shift ;;
       --filter) FILTER=${2:?"--filter needs a value"}; shift ;;
+      --skip-exported) SKIP_EXPORTED=${2:?"--skip-exported needs a directory"}; shift ;;
       -h | --help) _sweep_usage; exit 0 ;;
       --) shift; EXTRA_ARGS=("$@"); break ;;
       *) _sweep_die "unknown option '$1' (see --help)" ;;
@@ -92,8 +97,12 @@ sweep_init() {
   [[ $STEPS =~ ^[1-9][0-9]*$ ]] || _sweep_die "--steps must be a positive integer, got '$STEPS'"
   [[ -n ${SEEDS// /} ]] || _sweep_die "no seeds given"
   RUNS_DIR=$(realpath -m "$RUNS_DIR")
+  if [[ -n $SKIP_EXPORTED ]]; then
+    [[ -d $SKIP_EXPORTED ]] || _sweep_die "--skip-exported: no directory '$SKIP_EXPORTED'"
+    SKIP_EXPORTED=$(realpath "$SKIP_EXPORTED")
+  fi
   SWEEP_P_KEY=() SWEEP_P_SCRIPT=() SWEEP_P_CANON=() SWEEP_P_BASE=() SWEEP_P_TOTAL=() SWEEP_P_ARGS=()
-  SWEEP_IDS=() SWEEP_CMDS=() SWEEP_LINES=() SWEEP_SKIPPED=0 SWEEP_RESUMES=0 SWEEP_EXTENDS=0
+  SWEEP_IDS=() SWEEP_CMDS=() SWEEP_LINES=() SWEEP_SKIPPED=0 SWEEP_RESUMES=0 SWEEP_EXTENDS=0 SWEEP_EXPORTED=0
   declare -gA SWEEP_SEEN=()
 }
 
@@ -215,6 +224,10 @@ _sweep_resolve() {
   for ((i = 0; i < n; i++)); do
     id="${SWEEP_P_KEY[i]}__${hashes[i]}" canon=${SWEEP_P_CANON[i]} base=${SWEEP_P_BASE[i]} total=${SWEEP_P_TOTAL[i]}
     if _sweep_is_done "$RUNS_DIR" "$id" "$canon"; then SWEEP_SKIPPED=$((SWEEP_SKIPPED + 1)); continue; fi
+    if [[ -n $SKIP_EXPORTED ]] && compgen -G "$SKIP_EXPORTED/${SWEEP_P_KEY[i]}__*.csv.gz" >/dev/null; then
+      SWEEP_EXPORTED=$((SWEEP_EXPORTED + 1))
+      continue
+    fi
     eval "args=(${SWEEP_P_ARGS[i]})"  # safe: printf %q wrote it
     words=("$PYTHON" "$SWEEP_ROOT/algos/${SWEEP_P_SCRIPT[i]}.py")
     for a in "${args[@]}"; do words+=("${a//@KEY@/$id}"); done
@@ -283,6 +296,7 @@ sweep_finish() {
   local n=${#SWEEP_CMDS[@]}
   local note="# sweep $SWEEP_NAME: $n run(s) to do ($SWEEP_RESUMES resume from a checkpoint, $SWEEP_EXTENDS continue a"
   note+=" shorter finished run), $SWEEP_SKIPPED already done (markers in $RUNS_DIR/.done)"
+  ((SWEEP_EXPORTED == 0)) || note+=", $SWEEP_EXPORTED exported in $SKIP_EXPORTED"
   if ((DRY_RUN)); then
     echo "$note" >&2
     ((n == 0)) || printf '%s\n' "${SWEEP_CMDS[@]}"

@@ -379,7 +379,7 @@ SWEEP_COUNTS = {  # default grids
 }
 KNOBS = ("SEEDS", "STEPS", "WORKERS", "RUNS_DIR", "FILTER", "PYTHON", "ENVS", "ARCHS", "BASES", "ISIS",
          "TBPTT_LENS", "BUDGETS", "SUMMARIES", "METHODS", "SEGMENT_LENS", "COPY_METHODS", "COPY_LEN", "COPY_ARGS", "SETTINGS",
-         "FAMILY", "LRS", "SELECTED", "SETTING", "LEARNERS", "PHASE", "LR_BUDGET")
+         "FAMILY", "LRS", "SELECTED", "SETTING", "LEARNERS", "PHASE", "LR_BUDGET", "SKIP_EXPORTED")
 
 
 def sweep(name, *args, runs, env=None, check=True):
@@ -476,6 +476,24 @@ def test_sweep_grid_contents(tmp_path):
     out = sweep("reacher_pomdp", "-n", "--seeds", "1", "--", "--num-envs", "2", runs=runs).stdout.splitlines()
     assert all(x.endswith("--num-envs 2") for x in out)
     assert sweep("popgym", "--bogus", runs=runs, check=False).returncode != 0
+
+
+
+def test_sweep_skips_exported_runs(tmp_path):
+    """--skip-exported DIR: a run whose key has an exported run in DIR is skipped (its runs directory may be gone)."""
+    runs, exported = tmp_path / "runs", tmp_path / "exported"
+    exported.mkdir()
+    (exported / "Reacher-POMDP-v5__ppo_mlp__1__1796340185.csv.gz").write_bytes(b"")
+    (exported / "Reacher-POMDP-v5__ppo_mlp__10__1796340185.csv.gz").write_bytes(b"")  # seed 10: not seed 1's key
+    all_runs = sweep("reacher_pomdp", "-n", runs=runs).stdout.splitlines()
+    p = sweep("reacher_pomdp", "-n", "--skip-exported", str(exported), runs=runs)
+    left = p.stdout.splitlines()
+    assert len(left) == len(all_runs) - 1 and "1 exported in" in p.stderr
+    assert [x for x in all_runs if x not in left] == [
+        next(x for x in all_runs if "ppo_mlp.py" in x and " --seed 1 " in x)]
+    assert sweep("reacher_pomdp", "-n", runs=runs, env=dict(SKIP_EXPORTED=str(exported))).stdout.splitlines() == left
+    p = sweep("reacher_pomdp", "-n", "--skip-exported", str(tmp_path / "nowhere"), runs=runs, check=False)
+    assert p.returncode == 2 and p.stderr.strip().startswith("error: --skip-exported: no directory")
 
 
 FAKE_PYTHON = r"""#!/bin/bash
