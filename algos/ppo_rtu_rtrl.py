@@ -730,9 +730,9 @@ if __name__ == "__main__":
 
             # TRY NOT TO MODIFY: execute the game and log data.
             next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
-            if not args.truncation_as_termination and (truncations & ~terminations).any():
+            trunc = np.flatnonzero(truncations & ~terminations)  # an env that also terminated is not bootstrapped
+            if not args.truncation_as_termination and trunc.size:
                 # Bootstrap time-limit truncation with V(final obs), computed from the pre-reset carry.
-                trunc = np.flatnonzero(truncations & ~terminations)
                 final_obs = torch.tensor(np.stack(infos["final_obs"][trunc]), dtype=torch.float32, device=device)
                 with torch.inference_mode():
                     idx = torch.as_tensor(trunc, device=device)

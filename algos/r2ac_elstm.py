@@ -713,9 +713,9 @@ if __name__ == "__main__":
             next_obs_np, reward, terminations, truncations, infos = envs.step(action.cpu().numpy())
             reward = reward * args.reward_scale
             step_reward = torch.as_tensor(reward, dtype=torch.float32, device=device).view(-1)  # before bootstrapping
-            if not args.truncation_as_termination and (truncations & ~terminations).any():
+            trunc = np.flatnonzero(truncations & ~terminations)  # an env that also terminated is not bootstrapped
+            if not args.truncation_as_termination and trunc.size:
                 # Bootstrap time-limit truncation with V(final obs), computed from the pre-reset carry.
-                trunc = np.flatnonzero(truncations & ~terminations)
                 final_obs = torch.tensor(np.stack(infos["final_obs"][trunc]), dtype=torch.float32, device=device)
                 with torch.no_grad():
                     idx = torch.as_tensor(trunc, device=device)

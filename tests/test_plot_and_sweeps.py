@@ -478,7 +478,6 @@ def test_sweep_grid_contents(tmp_path):
     assert sweep("popgym", "--bogus", runs=runs, check=False).returncode != 0
 
 
-
 def test_sweep_skips_exported_runs(tmp_path):
     """--skip-exported DIR: a run whose key has an exported run in DIR is skipped (its runs directory may be gone)."""
     runs, exported = tmp_path / "runs", tmp_path / "exported"
