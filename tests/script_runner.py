@@ -21,6 +21,15 @@ def run_script(script, *args, cwd, timeout=900):
                           capture_output=True, text=True, timeout=timeout)
 
 
+def run_script_with_prelude(script, prelude, *args, cwd, timeout=900):
+    """Like run_script, but execute the Python source `prelude` first (to patch a library) in the same process."""
+    path = os.path.join(ALGOS, f"{script}.py")
+    main = f"import runpy, sys; sys.argv = {[path, *args]!r}; runpy.run_path({path!r}, run_name='__main__')"
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-c", prelude + "\n" + main], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
 def read_scalars(cwd):
     """All TensorBoard scalars of the single run under cwd/runs, as {tag: [(step, value), ...]}."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

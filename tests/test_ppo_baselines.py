@@ -11,7 +11,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from script_runner import PPO_SMOKE_ARGS, SMOKE_ENVS, read_scalars, run_script
+from script_runner import PPO_SMOKE_ARGS, SMOKE_ENVS, read_scalars, run_script, run_script_with_prelude
 
 TBPTT_SCRIPTS = ("ppo_gru_tbptt", "ppo_lru_tbptt")
 SCRIPTS = TBPTT_SCRIPTS + ("ppo_mlp",)
@@ -244,3 +244,28 @@ def test_bad_window_layout_fails_clearly(script, args, message, tmp_path):
     proc = run_script(script, "--num-steps", "512", *args, cwd=tmp_path, timeout=120)
     assert proc.returncode != 0
     assert message in proc.stderr.strip().splitlines()[-1]
+
+
+# Every episode ends on a step that both terminates and truncates, as Ant does when it falls at its time limit. A module
+# of its own, so that the checkpoint can pickle the wrapped env.
+ENDS_TOGETHER = """
+import gymnasium as gym
+_make = gym.make
+class EndsTogether(gym.Wrapper):
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated or truncated, truncated, info
+gym.make = lambda *a, **kw: EndsTogether(_make(*a, **{**kw, "max_episode_steps": 30}))
+"""
+
+
+@pytest.mark.parametrize("script,args", [(s, PPO_SMOKE_ARGS) for s in SCRIPTS + ("ppo_rtu_rtrl", "ppo_lru_rtrl")]
+                         + [("r2ac_elstm", ("--num-envs", "2", "--segment-len", "10", "--hidden-dim", "16",
+                                            "--total-timesteps", "200"))])
+def test_step_that_terminates_and_truncates(script, args, tmp_path):
+    """A terminal step is never bootstrapped, even when the time limit also fires on it (no empty final_obs batch)."""
+    (tmp_path / "ends_together.py").write_text(ENDS_TOGETHER)
+    proc = run_script_with_prelude(script, "import sys; sys.path.insert(0, '.'); import ends_together", "--env-id",
+                                   "HalfCheetah-P-v5", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(read_scalars(tmp_path)["charts/episodic_return"]) >= 3
