@@ -380,6 +380,8 @@ class Agent(nn.Module):
         # update's forward step is small enough that compiling it (3 s) would not pay
         if args.compile:
             self.policy_step = torch.compile(self.policy_step)
+        # --fresh-carries replays every rollout 3 times per iteration: compiled, the replay is ~2x faster
+        self.replay_step = torch.compile(self.step) if args.compile else self.step
         self.grads_from_carry = torch.compile(lru_grads_from_carry, dynamic=False) if args.compile else lru_grads_from_carry
         lru = lru_init_params(args.hidden_dim, args.encoder_dim, args.r_min, args.r_max, args.max_phase)
         self.nu_log, self.theta_log, self.gamma_log, self.B_re, self.B_im = (nn.Parameter(p) for p in lru)
@@ -476,15 +478,15 @@ def gae(rewards, values, dones, next_value, next_done, gamma, gae_lambda):
 def refresh_carries(agent, obs, dones, carry_states, carry_traces):
     """Fresh carries: replay the rollout's observations from its first stored carry with the current parameters and
     overwrite the stored carries in place, each still the carry BEFORE its step (as the rollout stores it), resets
-    included. Returns the values of the replayed steps and the carry after the last step."""
+    included. Returns the values of the replayed steps (after each step: of the next stored carry) and the carry
+    after the last step."""
     state, traces = carry_states[0], type(carry_traces)(*(t[0] for t in carry_traces))
-    values = torch.zeros(dones.shape, dtype=carry_states.dtype, device=carry_states.device)
     for t in range(len(obs)):
         carry_states[t] = state
         for buf, trace in zip(carry_traces, traces):
             buf[t] = trace
-        state, traces = agent.step(obs[t], state, traces, dones[t])
-        values[t] = agent.get_value(state).flatten()
+        state, traces = agent.replay_step(obs[t], state, traces, dones[t])
+    values = agent.get_value(torch.cat([carry_states[1:], state[None]]).flatten(0, 1)).reshape(dones.shape)
     return values, (state, traces)
 
 
