@@ -442,11 +442,12 @@ def plot_curves(runs, tasks, archs, colors, args):
     for a in axes.flat:
         for h, lab in zip(*a.get_legend_handles_labels()):
             handles.setdefault(lab.split(" (n=")[0], h)
-    big.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(len(handles), 4), fontsize=8,
+    legend_cols = min(len(handles), 4 if max(map(len, handles), default=0) <= 24 else 2)  # long names: 2 columns
+    big.legend(handles.values(), handles.keys(), loc="lower center", ncol=legend_cols, fontsize=8,
                bbox_to_anchor=(0.5, 0.0))
     big.suptitle(f"{args.tag}: mean over seeds, 95% bootstrap CI", fontsize=11)
-    big.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(handles) / 4), 1, 0.97))
-    big.savefig(os.path.join(args.out, "curves.png"), dpi=120)
+    big.tight_layout(rect=(0, 0.04 + 0.03 * math.ceil(len(handles) / max(legend_cols, 1)), 1, 0.97))
+    big.savefig(os.path.join(args.out, "curves.png"), dpi=120, bbox_inches="tight")  # a wide legend is not clipped
     plt.close(big)
 
 
