@@ -380,7 +380,7 @@ class Agent(nn.Module):
         # update's forward step is small enough that compiling it (3 s) would not pay
         if args.compile:
             self.policy_step = torch.compile(self.policy_step)
-        # --fresh-carries replays every rollout 3 times per iteration: compiled, the replay is ~2x faster
+        # --fresh-carries replays the rollout after every epoch but the last: compiled, ~2x faster
         self.replay_step = torch.compile(self.step) if args.compile else self.step
         self.grads_from_carry = torch.compile(lru_grads_from_carry, dynamic=False) if args.compile else lru_grads_from_carry
         lru = lru_init_params(args.hidden_dim, args.encoder_dim, args.r_min, args.r_max, args.max_phase)
