@@ -3,8 +3,8 @@
 # makes the eLSTM learn a short memory? 1M env steps, seeds 1 2, segments of M = 50 steps, each setting in full:
 #   *_official     the defaults: segment-truncated encoder gradient, the clipped last reward as a core input
 #   *_onestep      the encoder's one-step gradient and no reward input (the script before it matched the official learner)
-#   *_rewnorm      the defaults with observations and rewards normalised (POPGym's rewards are +-1/51 per step)
-#   *_rewx51       the defaults with every reward multiplied by 51 (+-1 per step, the scale of the paper's DMLab rewards)
+#   *_rewnorm      the defaults with observations and rewards normalised (RepeatPreviousEasy's rewards are +-1/48 per step)
+#   *_rewx51       the defaults with every reward multiplied by 51 (about +-1 per step, the scale of the paper's DMLab rewards)
 #   *_eps1e-5      the defaults with RMSProp's eps at 1e-5 instead of 0.01 (POPGym's gradients are far below 0.01)
 #   *_lr6e-3       the defaults with a 10x step size (1M steps are only 625 updates of 32 x 50 steps)
 #   *_lr2e-2       the defaults with a 33x step size
